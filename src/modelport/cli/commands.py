@@ -1,0 +1,5 @@
+"""Registers every command module on the one typer app (each module adds its commands on import)."""
+
+from __future__ import annotations
+
+from modelport.cli import tools  # noqa: F401

@@ -1,0 +1,1 @@
+"""Entities, statuses and their transitions, errors. Imports nothing from the rest of modelport."""

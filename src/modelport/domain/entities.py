@@ -1,0 +1,102 @@
+"""The records a user owns, as plain pydantic models, and the rules of their statuses."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+
+def utcnow() -> datetime:
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+class VersionStatus(StrEnum):
+    PENDING_UPLOAD = "PENDING_UPLOAD"
+    READY = "READY"
+    REJECTED = "REJECTED"
+
+
+class DeploymentStatus(StrEnum):
+    PENDING = "PENDING"  # recorded; the deployer has not acted yet
+    DEPLOYING = "DEPLOYING"  # first install in progress
+    UPDATING = "UPDATING"  # a new desired state is being rolled out
+    READY = "READY"  # serving the recorded version and replicas
+    FAILED = "FAILED"  # first install failed; release removed; record expires (TTL)
+    DELETING = "DELETING"  # release being removed; then the record goes
+
+
+#: statuses in which the deployer still has work to do
+TRANSIENT_STATUSES = frozenset(
+    {DeploymentStatus.PENDING, DeploymentStatus.DEPLOYING, DeploymentStatus.UPDATING, DeploymentStatus.DELETING}
+)
+
+
+class AutoDeploy(BaseModel):
+    enabled: bool = False
+    replicas: int = 1
+
+
+class Artifact(BaseModel):
+    """One stored file of a version."""
+
+    key: str
+    size: int
+    sha256: str
+    etag: str | None = None
+
+
+class Model(BaseModel):
+    id: int
+    owner: str
+    name: str
+    description: str | None = None
+    auto_deploy: AutoDeploy = Field(default_factory=AutoDeploy)
+    created_at: datetime
+    updated_at: datetime
+
+
+class Version(BaseModel):
+    id: int
+    model_id: int
+    owner: str
+    version: str
+    status: VersionStatus = VersionStatus.PENDING_UPLOAD
+    status_message: str | None = None
+    s3_path: str | None = None
+    model_artifact: Artifact | None = None
+    requirements_artifact: Artifact | None = None
+    deployments: int = 0  # deployments whose desired version is this one
+    created_at: datetime
+    updated_at: datetime
+
+
+class Deployment(BaseModel):
+    id: int
+    owner: str
+    namespace: str
+    model_id: int
+    version_id: int
+    replicas: int
+    k8s_service_name: str
+    url: str
+    status: DeploymentStatus = DeploymentStatus.PENDING
+    status_message: str | None = None
+    # desired-state counter: every change of version or replicas adds one; the deployer writes
+    # back the generation it converged to, and never overwrites a newer desired state.
+    generation: int = 1
+    observed_generation: int = 0
+    # what the cluster last served successfully (for rollback of a failed update)
+    deployed_version_id: int | None = None
+    deployed_replicas: int | None = None
+    follow_latest: bool = False  # auto-deploy moves this deployment to each new READY version
+    status_changed_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+def release_name(deployment_id: int, created_at: datetime) -> str:
+    """The seed's ``model-{id}-{unix time}`` Helm release / Service name."""
+    return f"model-{deployment_id}-{int(created_at.timestamp())}"

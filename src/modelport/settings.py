@@ -1,0 +1,102 @@
+"""All configuration, read from the environment through one pydantic-settings class.
+
+The seed's names (MINIO_*, INGRESS_*) keep working; everything else is upper-case of the field
+name (``TABLE_NAME``, ``HELM_TIMEOUT_SECONDS`` ...). Every part of modelport (API, deployer,
+artifacts, model server, local platform) reads its settings from here, so template.yaml and the
+local platform set the same names.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    # --- object store (the seed's names) ---
+    minio_endpoint: str | None = Field(
+        default=None, description="S3 endpoint host:port (or URL); unset means AWS S3 itself"
+    )
+    minio_access_key: str | None = None
+    minio_secret_key: str | None = None
+    minio_bucket_name: str = "models"
+    minio_use_ssl: bool = False
+    aws_region: str = Field(default="us-east-1", validation_alias="AWS_REGION")
+
+    # --- public URLs (the seed's names) ---
+    ingress_host: str = "localhost"
+    ingress_port: int = 30080
+    ingress_base_path: str = "/api/v1/predict"
+    public_base_url: str | None = Field(
+        default=None, description="overrides http://{INGRESS_HOST}:{INGRESS_PORT} in deployment URLs"
+    )
+
+    # --- table ---
+    table_name: str = "modelport"
+    dynamodb_endpoint: str | None = None
+
+    # --- limits ---
+    max_upload_bytes: int = 512 * 1024 * 1024
+    max_requirements_bytes: int = 64 * 1024
+    replicas_min: int = 1
+    replicas_max: int = 20
+    page_size_default: int = 50
+    page_size_max: int = 200
+
+    # --- deployer / cluster ---
+    helm_timeout_seconds: int = 300
+    cluster_s3_endpoint: str = Field(
+        default="minio:9000", description="the S3 endpoint as pods inside the cluster reach it"
+    )
+    cluster_s3_use_ssl: bool = False
+    failed_record_ttl_seconds: int = 86400
+    kubeconfig: str | None = Field(default=None, validation_alias="KUBECONFIG")
+    kubeconfig_secret_arn: str | None = None
+    helm_bin: str | None = None
+    kubectl_bin: str | None = None
+    chart_path: str | None = None
+    model_server_image: str = "ghcr.io/modelport/model-server:0.1.0"
+    ingress_class_name: str = "nginx"
+    deployer_concurrency: int = 4
+    cluster_retries: int = 3
+
+    # --- logging ---
+    log_level: str = "INFO"
+
+    @property
+    def s3_endpoint_url(self) -> str | None:
+        """The boto3 endpoint_url for the control plane's S3 client (None: AWS)."""
+        return endpoint_url(self.minio_endpoint, self.minio_use_ssl)
+
+    @property
+    def public_base(self) -> str:
+        if self.public_base_url:
+            return self.public_base_url.rstrip("/")
+        return f"http://{self.ingress_host}:{self.ingress_port}"
+
+    def deployment_url(self, deployment_id: int) -> str:
+        base_path = "/" + self.ingress_base_path.strip("/")
+        return f"{self.public_base}{base_path}/{deployment_id}"
+
+
+def endpoint_url(endpoint: str | None, use_ssl: bool) -> str | None:
+    """``minio:9000`` + ssl flag -> ``http://minio:9000``; a full URL is kept as it is."""
+    if not endpoint:
+        return None
+    if "://" in endpoint:
+        return endpoint
+    return f"{'https' if use_ssl else 'http'}://{endpoint}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests and the local platform change the environment)."""
+    get_settings.cache_clear()
