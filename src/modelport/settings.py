@@ -64,6 +64,20 @@ class Settings(BaseSettings):
     deployer_concurrency: int = 4
     cluster_retries: int = 3
 
+    # --- model server (one per pod / local deployment); `modelport serve` sets these ---
+    model_uri: str | None = Field(default=None, description="s3://bucket/key, bucket/key or a local path")
+    model_sha256: str | None = None
+    requirements_uri: str | None = None
+    requirements_sha256: str | None = None
+    model_name: str = "model"
+    port: int = 8080
+    root_path: str = ""
+    model_cache_dir: str = "/tmp/modelport"
+    max_request_bytes: int = 16 * 1024 * 1024
+    microbatch_enabled: bool = True
+    microbatch_max_batch: int = 64
+    microbatch_max_wait_ms: float = 2.0
+
     # --- logging ---
     log_level: str = "INFO"
 
