@@ -50,9 +50,7 @@ class Helm:
         }
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(self.binary), *args], capture_output=True, text=True, env=self.env, timeout=60
-        )
+        return subprocess.run([str(self.binary), *args], capture_output=True, text=True, env=self.env, timeout=60)
 
     @staticmethod
     def value_args(profile: str | None, sets: Sequence[str], values_file: Path | None) -> list[str]:
@@ -69,7 +67,11 @@ class Helm:
         self, profile: str | None = None, *sets: str, values_file: Path | None = None
     ) -> subprocess.CompletedProcess[str]:
         return self.run(
-            "template", RELEASE, str(CHART), "--namespace", NAMESPACE,
+            "template",
+            RELEASE,
+            str(CHART),
+            "--namespace",
+            NAMESPACE,
             *self.value_args(profile, sets, values_file),
         )
 
@@ -80,8 +82,15 @@ class Helm:
 
     def notes(self, profile: str, *sets: str) -> str:
         out = self.run(
-            "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client",
-            "--output", "json", *self.value_args(profile, sets, None),
+            "install",
+            RELEASE,
+            str(CHART),
+            "--namespace",
+            NAMESPACE,
+            "--dry-run=client",
+            "--output",
+            "json",
+            *self.value_args(profile, sets, None),
         )
         assert out.returncode == 0, out.stderr
         return str(json.loads(out.stdout)["info"]["notes"])
@@ -158,8 +167,18 @@ def test_kubernetes_validate_cli_agrees(helm: Helm, tmp_path: Path) -> None:
     manifest = tmp_path / "full.yaml"
     manifest.write_text(out.stdout)
     result = subprocess.run(
-        [sys.executable, "-m", "kubernetes_validate", "--strict", "--kubernetes-version", latest_version(), str(manifest)],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "kubernetes_validate",
+            "--strict",
+            "--kubernetes-version",
+            latest_version(),
+            str(manifest),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ERROR" not in result.stdout and "WARN" not in result.stdout, result.stdout
@@ -194,7 +213,9 @@ def test_ingress_serves_the_deployment_path_on_the_host(rendered: dict[str, Mani
 
 def test_ingress_base_path_host_and_class_come_from_values(helm: Helm) -> None:
     manifest = helm.render(
-        "minimal-values.yaml", "ingress.basePath=/predict/", "ingress.host=models.example.org",
+        "minimal-values.yaml",
+        "ingress.basePath=/predict/",
+        "ingress.host=models.example.org",
         "ingress.className=traefik",
     )
     rule, path = ingress_rule(manifest)
@@ -211,9 +232,7 @@ def test_ingress_can_be_disabled(helm: Helm) -> None:
 
 def test_tls_is_rendered_for_the_host(rendered: dict[str, Manifest]) -> None:
     ingress = one(rendered["full-values.yaml"], "Ingress")
-    assert ingress["spec"]["tls"] == [
-        {"hosts": ["predict.example.com"], "secretName": "predict-example-com-tls"}
-    ]
+    assert ingress["spec"]["tls"] == [{"hosts": ["predict.example.com"], "secretName": "predict-example-com-tls"}]
     rule, path = ingress_rule(rendered["full-values.yaml"])
     assert (rule["host"], path["path"]) == ("predict.example.com", "/api/v1/predict/42")
 
@@ -272,9 +291,7 @@ def test_existing_secret_is_referenced_and_none_is_created(rendered: dict[str, M
     manifest = rendered["existing-secret-values.yaml"]
     assert not by_kind(manifest, "Secret")
     e = env(manifest)
-    assert e["MINIO_ACCESS_KEY"] == {
-        "secretKeyRef": {"name": "modelport-s3-credentials", "key": "AWS_ACCESS_KEY_ID"}
-    }
+    assert e["MINIO_ACCESS_KEY"] == {"secretKeyRef": {"name": "modelport-s3-credentials", "key": "AWS_ACCESS_KEY_ID"}}
     assert e["MINIO_SECRET_KEY"] == {
         "secretKeyRef": {"name": "modelport-s3-credentials", "key": "AWS_SECRET_ACCESS_KEY"}
     }
@@ -336,8 +353,9 @@ def test_probes(rendered: dict[str, Manifest], profile: str) -> None:
 @pytest.mark.parametrize("profile", PROFILES)
 def test_labels_on_every_object(rendered: dict[str, Manifest], profile: str) -> None:
     manifest = rendered[profile]
-    deployment_id = {"minimal-values.yaml": "7", "full-values.yaml": "42",
-                     "existing-secret-values.yaml": "1234567"}[profile]
+    deployment_id = {"minimal-values.yaml": "7", "full-values.yaml": "42", "existing-secret-values.yaml": "1234567"}[
+        profile
+    ]
     for doc in manifest:
         labels = doc["metadata"]["labels"]
         assert labels["app.kubernetes.io/name"] == "model-serving"
@@ -394,9 +412,15 @@ def test_pdb_only_when_enabled(helm: Helm, rendered: dict[str, Manifest]) -> Non
     pdb = one(rendered["full-values.yaml"], "PodDisruptionBudget")
     assert pdb["spec"]["minAvailable"] == 1
     assert pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"] == RELEASE
-    pct = one(helm.render("minimal-values.yaml", "podDisruptionBudget.enabled=true",
-                          "podDisruptionBudget.minAvailable=null",
-                          "podDisruptionBudget.maxUnavailable=50%"), "PodDisruptionBudget")
+    pct = one(
+        helm.render(
+            "minimal-values.yaml",
+            "podDisruptionBudget.enabled=true",
+            "podDisruptionBudget.minAvailable=null",
+            "podDisruptionBudget.maxUnavailable=50%",
+        ),
+        "PodDisruptionBudget",
+    )
     assert pct["spec"] == {"maxUnavailable": "50%", "selector": pdb["spec"]["selector"]}
 
 
@@ -460,16 +484,28 @@ def test_the_deployers_values_contract_is_accepted(helm: Helm, tmp_path: Path) -
         "image": {"repository": "ghcr.io/modelport/model-server", "tag": "0.1.0", "pullPolicy": "IfNotPresent"},
         "replicaCount": 1,
         "model": {
-            "bucket": "models", "key": "models/3/versions/5/model.joblib", "sha256": "",
-            "requirementsKey": "", "requirementsSha256": "", "name": "model",
+            "bucket": "models",
+            "key": "models/3/versions/5/model.joblib",
+            "sha256": "",
+            "requirementsKey": "",
+            "requirementsSha256": "",
+            "name": "model",
         },
         "s3": {
-            "endpoint": "minio:9000", "useSSL": False, "region": "us-east-1", "existingSecret": "",
-            "accessKey": "AKIDEXAMPLE", "secretKey": "wJalrXUtnFEMI",
+            "endpoint": "minio:9000",
+            "useSSL": False,
+            "region": "us-east-1",
+            "existingSecret": "",
+            "accessKey": "AKIDEXAMPLE",
+            "secretKey": "wJalrXUtnFEMI",
         },
         "ingress": {
-            "enabled": True, "className": "nginx", "host": "localhost", "basePath": "/api/v1/predict",
-            "annotations": {}, "tls": [],
+            "enabled": True,
+            "className": "nginx",
+            "host": "localhost",
+            "basePath": "/api/v1/predict",
+            "annotations": {},
+            "tls": [],
         },
         "service": {"type": "ClusterIP", "port": 80},
     }
@@ -519,12 +555,14 @@ def test_bad_values_fail_with_a_schema_error(helm: Helm, sets: tuple[str, ...], 
 
 
 def test_a_string_deployment_id_of_digits_is_accepted(helm: Helm) -> None:
-    out = helm.run("template", RELEASE, str(CHART), "-f", str(CI / "minimal-values.yaml"),
-                   "--set-string", "deploymentId=19")
+    out = helm.run(
+        "template", RELEASE, str(CHART), "-f", str(CI / "minimal-values.yaml"), "--set-string", "deploymentId=19"
+    )
     assert out.returncode == 0, out.stderr
     assert "/api/v1/predict/19" in out.stdout
-    bad = helm.run("template", RELEASE, str(CHART), "-f", str(CI / "minimal-values.yaml"),
-                   "--set-string", "deploymentId=019")
+    bad = helm.run(
+        "template", RELEASE, str(CHART), "-f", str(CI / "minimal-values.yaml"), "--set-string", "deploymentId=019"
+    )
     assert bad.returncode != 0 and SCHEMA_ERROR in bad.stderr
 
 
@@ -538,11 +576,12 @@ def test_the_chart_alone_needs_a_deployment_and_a_model(helm: Helm) -> None:
 @pytest.mark.parametrize(
     ("sets", "message"),
     [
-        (("autoscaling.enabled=true", "autoscaling.minReplicas=5", "autoscaling.maxReplicas=2"),
-         "must not exceed autoscaling.maxReplicas"),
+        (
+            ("autoscaling.enabled=true", "autoscaling.minReplicas=5", "autoscaling.maxReplicas=2"),
+            "must not exceed autoscaling.maxReplicas",
+        ),
         (("autoscaling.enabled=true", "resources.requests=null"), "needs resources.requests.cpu"),
-        (("podDisruptionBudget.enabled=true", "podDisruptionBudget.maxUnavailable=1"),
-         "not both"),
+        (("podDisruptionBudget.enabled=true", "podDisruptionBudget.maxUnavailable=1"), "not both"),
     ],
 )
 def test_inconsistent_values_fail_with_a_message(helm: Helm, sets: tuple[str, ...], message: str) -> None:
@@ -550,3 +589,12 @@ def test_inconsistent_values_fail_with_a_message(helm: Helm, sets: tuple[str, ..
     assert out.returncode != 0
     assert message in out.stderr, out.stderr
 
+
+def test_an_empty_host_and_class_match_any_host_on_the_default_class(helm: Helm) -> None:
+    manifest = helm.render("minimal-values.yaml", "ingress.host=", "ingress.className=")
+    ingress = one(manifest, "Ingress")
+    assert "ingressClassName" not in ingress["spec"]
+    rule, path = ingress_rule(manifest)
+    assert "host" not in rule and path["path"] == "/api/v1/predict/7"
+    for doc in manifest:
+        kubernetes_validate.validate(doc, latest_version(), strict=True)
