@@ -1,0 +1,374 @@
+"""The loaded model: unpickling with version diagnostics, metadata, input checks, predictions.
+
+This module imports numpy (and the model imports scikit-learn), so it is imported only after the
+model's requirements environment is active (see ``environment.py``). Everything that can be worked
+out once (feature count and names, classes, output datatypes, whether predict_proba exists,
+whether a prediction is slow enough to leave the event loop) is worked out here at load time.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as metadata
+import logging
+import re
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelport.serving.errors import InputError, ModelLoadError
+
+log = logging.getLogger("modelport.serving")
+
+# A prediction slower than this at warm-up runs in a worker thread, so the event loop keeps
+# reading requests (and batching them) while the model computes.
+INLINE_PREDICT_SECONDS = 0.0005
+
+_NUMERIC_KINDS = frozenset("biuf")
+
+_DATATYPES = {
+    "b": "BOOL", "U": "BYTES", "S": "BYTES", "O": "BYTES",
+}
+_SIZED = {("i", 1): "INT8", ("i", 2): "INT16", ("i", 4): "INT32", ("i", 8): "INT64",
+          ("u", 1): "UINT8", ("u", 2): "UINT16", ("u", 4): "UINT32", ("u", 8): "UINT64",
+          ("f", 2): "FP16", ("f", 4): "FP32", ("f", 8): "FP64"}
+
+
+def v2_datatype(dtype: np.dtype[Any]) -> str:
+    return _DATATYPES.get(dtype.kind) or _SIZED.get((dtype.kind, dtype.itemsize), "BYTES")
+
+
+@dataclass
+class Runner:
+    """A loaded model and what was learned about it at load time."""
+
+    model: Any
+    name: str
+    n_features: int | None
+    feature_names: list[str] | None
+    classes: list[Any] | None
+    has_proba: bool
+    output_datatype: str = "FP64"
+    proba_datatype: str = "FP64"
+    inline: bool = True
+    platform: str = "sklearn"
+    model_type: str = ""
+    load_seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+    environment: dict[str, object] = field(default_factory=dict)
+    _feature_index: dict[str, int] | None = None
+
+    # --- input -----------------------------------------------------------------------------
+
+    def to_matrix(self, data: Any, where: str = "instances") -> np.ndarray:
+        """JSON rows (lists of numbers, or objects keyed by feature name) -> a float64 matrix."""
+        if not isinstance(data, list):
+            raise InputError(f"'{where}' must be a list of rows, e.g. [[1.0, 2.0], [3.0, 4.0]]")
+        if not data:
+            raise InputError(f"'{where}' is empty: send at least one row")
+        if isinstance(data[0], dict):
+            data = self._rows_from_objects(data, where)
+        try:
+            array = np.array(data)
+        except (ValueError, TypeError):
+            raise InputError(f"'{where}' rows have different lengths; every row needs the same features") from None
+        return self._check_matrix(array, data, where)
+
+    def _check_matrix(self, array: np.ndarray, data: Any, where: str) -> np.ndarray:
+        if array.dtype.kind not in _NUMERIC_KINDS:
+            raise InputError(_non_numeric(data, where))
+        if array.ndim == 1:
+            raise InputError(
+                f"'{where}' must be a list of rows (2-D), got a flat list of {array.shape[0]} values; "
+                "wrap a single row as [[...]]"
+            )
+        if array.ndim != 2:
+            raise InputError(f"'{where}' must be 2-D (rows of features), got {array.ndim}-D shape {list(array.shape)}")
+        if self.n_features is not None and array.shape[1] != self.n_features:
+            raise InputError(
+                f"expected {self.n_features} features per row, got {array.shape[1]} in '{where}'"
+            )
+        if array.dtype != np.float64:
+            array = array.astype(np.float64)
+        return array
+
+    def _rows_from_objects(self, rows: list[Any], where: str) -> list[list[Any]]:
+        if self._feature_index is None or self.feature_names is None:
+            raise InputError(f"'{where}' rows are objects, but the model has no feature names; send lists")
+        names = self.feature_names
+        out = []
+        for number, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise InputError(f"'{where}' row {number} is not an object like the first row")
+            missing = [n for n in names if n not in row]
+            if missing:
+                raise InputError(f"'{where}' row {number} lacks feature(s) {', '.join(missing[:5])}")
+            out.append([row[n] for n in names])
+        return out
+
+    def v2_matrix(self, inputs: Any) -> np.ndarray:
+        """Open Inference Protocol V2 ``inputs`` -> a float64 matrix (one tensor, or one column each)."""
+        if not isinstance(inputs, list) or not inputs:
+            raise InputError("'inputs' must be a non-empty list of tensors")
+        columns = [self._v2_tensor(t, i) for i, t in enumerate(inputs)]
+        if len(columns) == 1:
+            matrix = columns[0]
+            if matrix.ndim == 1:
+                if self.n_features == 1:
+                    matrix = matrix.reshape(-1, 1)
+                elif self.n_features is not None and matrix.shape[0] == self.n_features:
+                    matrix = matrix.reshape(1, -1)
+        else:
+            rows = {c.shape[0] for c in columns}
+            if len(rows) != 1 or any(c.ndim > 2 or (c.ndim == 2 and c.shape[1] != 1) for c in columns):
+                raise InputError("several input tensors must each be one column of the same length ([N] or [N, 1])")
+            matrix = np.column_stack(columns)
+        return self._check_matrix(matrix, None, "inputs")
+
+    def _v2_tensor(self, tensor: Any, index: int) -> np.ndarray:
+        if not isinstance(tensor, dict):
+            raise InputError(f"inputs[{index}] must be an object with name, shape, datatype and data")
+        shape, data, datatype = tensor.get("shape"), tensor.get("data"), tensor.get("datatype")
+        if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
+            raise InputError(f"inputs[{index}].shape must be a list of non-negative integers")
+        if data is None:
+            raise InputError(f"inputs[{index}].data is missing")
+        if datatype == "BYTES":
+            raise InputError(f"inputs[{index}] is BYTES, but this model takes numeric features (FP32/FP64/INT*)")
+        try:
+            array = np.array(data if isinstance(data, list) else [data])
+        except (ValueError, TypeError):
+            raise InputError(f"inputs[{index}].data is ragged; send it flat or as rows of equal length") from None
+        if array.dtype.kind not in _NUMERIC_KINDS:
+            raise InputError(_non_numeric(data, f"inputs[{index}].data"))
+        expected = int(np.prod(shape)) if shape else 1
+        if array.size != expected:
+            raise InputError(f"inputs[{index}].data has {array.size} values, but shape {shape} needs {expected}")
+        return array.reshape(shape)
+
+    # --- prediction --------------------------------------------------------------------------
+
+    def predict(self, matrix: np.ndarray, proba: bool) -> np.ndarray:
+        if proba:
+            if not self.has_proba:
+                raise InputError(f"model {self.name} ({self.model_type}) has no predict_proba")
+            result = self.model.predict_proba(matrix)
+        else:
+            result = self.model.predict(matrix)
+        result = np.asarray(result)
+        if result.shape[:1] != matrix.shape[:1]:
+            raise RuntimeError(f"the model returned {result.shape[0] if result.ndim else 1} answers for {matrix.shape[0]} rows")
+        return result
+
+    def predict_many(self, matrices: Sequence[np.ndarray], proba: bool) -> list[np.ndarray]:
+        """One model call for several requests' rows; the answer split back per request."""
+        if len(matrices) == 1:
+            return [self.predict(matrices[0], proba)]
+        combined = np.concatenate(matrices)
+        result = self.predict(combined, proba)
+        bounds = np.cumsum([m.shape[0] for m in matrices])[:-1]
+        return np.split(result, bounds)
+
+    # --- metadata ------------------------------------------------------------------------------
+
+    @staticmethod
+    def datatype(result: np.ndarray) -> str:
+        return v2_datatype(result.dtype)
+
+    def v2_metadata(self) -> dict[str, Any]:
+        width = -1 if self.n_features is None else self.n_features
+        outputs: list[dict[str, Any]] = [{"name": "output-0", "datatype": self.output_datatype, "shape": [-1]}]
+        if self.has_proba:
+            outputs.append({"name": "predict_proba", "datatype": self.proba_datatype,
+                            "shape": [-1, len(self.classes) if self.classes is not None else -1]})
+        parameters: dict[str, Any] = {"model_type": self.model_type}
+        if self.classes is not None:
+            parameters["classes"] = self.classes
+        if self.feature_names is not None:
+            parameters["feature_names"] = self.feature_names
+        if self.environment.get("installed"):
+            parameters["installed"] = self.environment["installed"]
+        return {
+            "name": self.name, "versions": ["1"], "platform": self.platform,
+            "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, width]}],
+            "outputs": outputs, "parameters": parameters,
+        }
+
+
+def _non_numeric(data: Any, where: str) -> str:
+    if isinstance(data, list):
+        for r, row in enumerate(data):
+            values = row if isinstance(row, list) else [row]
+            for c, value in enumerate(values):
+                if isinstance(value, list):
+                    continue
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    at = f"row {r}, column {c}" if isinstance(row, list) else f"position {r}"
+                    return f"'{where}' has a non-numeric value {value!r} at {at}; features must be numbers"
+    return f"'{where}' has non-numeric values; features must be numbers"
+
+
+# --- loading ---------------------------------------------------------------------------------------
+
+
+def _distribution_of(module: str) -> tuple[str, str | None]:
+    top = module.split(".")[0]
+    dists = metadata.packages_distributions().get(top) or []
+    name = dists[0] if dists else top
+    try:
+        return name, metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return name, None
+
+
+_PICKLED_SKLEARN = re.compile(rb"_sklearn_version.{0,4}?[\x8c\x8d\x58X](.)([0-9][0-9A-Za-z.+-]{1,30})", re.S)
+
+
+def pickled_sklearn_version(path: Path) -> str | None:
+    """The scikit-learn version recorded in an (uncompressed) pickle, read without unpickling."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(8 << 20)
+    except OSError:
+        return None
+    match = _PICKLED_SKLEARN.search(head)
+    if not match:
+        return None
+    length, text = match.group(1)[0], match.group(2)
+    return text[:length].decode("ascii", "replace") if length <= len(text) else text.decode("ascii", "replace")
+
+
+def load_model(path: Path, name: str, environment: dict[str, object] | None = None) -> Runner:
+    """Unpickle the model and learn what it needs; ModelLoadError with a clear message if it can't."""
+    started = time.perf_counter()
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = _unpickle(path)
+    except ModuleNotFoundError as exc:
+        raise ModelLoadError(_missing_module_message(exc.name or str(exc), path, caught)) from None
+    except AttributeError as exc:
+        match = re.search(r"on <module '([^']+)'", str(exc))
+        module = match.group(1) if match else "sklearn"
+        raise ModelLoadError(_missing_module_message(module, path, caught, detail=str(exc))) from None
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure becomes one clear message
+        mismatch = _version_notes(caught)
+        raise ModelLoadError(
+            f"Cannot load the model file {path.name}: {type(exc).__name__}: {exc}."
+            + (f" {mismatch}" if mismatch else " It must be a joblib or pickle file of a model with predict().")
+        ) from None
+    notes = _version_notes(caught)
+    if not callable(getattr(model, "predict", None)):
+        raise ModelLoadError(
+            f"The model file {path.name} holds a {type(model).__module__}.{type(model).__name__}, which has no "
+            "predict() method; upload a fitted estimator (for example a scikit-learn model or Pipeline)."
+        )
+    runner = _describe(model, name)
+    runner.environment = dict(environment or {})
+    if notes:
+        runner.warnings.append(notes)
+        log.warning("%s", notes)
+    _warm_up(runner, notes)
+    runner.load_seconds = time.perf_counter() - started
+    return runner
+
+
+def _unpickle(path: Path) -> Any:
+    import joblib
+
+    try:
+        return joblib.load(path)
+    except (KeyError, IndexError, ValueError) as exc:
+        # joblib does not know every plain pickle (for example protocol 0); try pickle itself.
+        import pickle
+
+        try:
+            with path.open("rb") as handle:
+                return pickle.load(handle)  # noqa: S301 - the model file is the user's own, hash-checked
+        except Exception:  # noqa: BLE001
+            raise exc from None
+
+
+def _version_notes(caught: list[warnings.WarningMessage]) -> str:
+    notes = []
+    for item in caught:
+        message = item.message
+        original = getattr(message, "original_sklearn_version", None)
+        current = getattr(message, "current_sklearn_version", None)
+        if original and current:
+            notes.append(
+                f"The model was saved with scikit-learn {original} but the server has scikit-learn {current} "
+                f"({getattr(message, 'estimator_name', 'estimator')}); add 'scikit-learn=={original}' "
+                "to requirements.txt so both match."
+            )
+    return " ".join(dict.fromkeys(notes))
+
+
+def _missing_module_message(module: str, path: Path, caught: list[warnings.WarningMessage],
+                            detail: str | None = None) -> str:
+    dist, version = _distribution_of(module)
+    saved = pickled_sklearn_version(path) if dist in ("scikit-learn", "sklearn") else None
+    have = f"{dist} {version}" if version else f"no {dist}"
+    what = f"needs '{module}'" + (f" ({detail})" if detail else "")
+    message = f"Cannot load the model file {path.name}: it {what}, which {have} installed in the server does not provide."
+    notes = _version_notes(caught)
+    if saved:
+        message += (f" The model was saved with {dist} {saved}; add '{dist}=={saved}' to requirements.txt "
+                    "(or retrain the model with the server's version).")
+    elif notes:
+        message += " " + notes
+    else:
+        message += (f" The model was probably saved with a different {dist} version; pin that version in "
+                    "requirements.txt.")
+    return message
+
+
+def _describe(model: Any, name: str) -> Runner:
+    n_features = getattr(model, "n_features_in_", None)
+    names = getattr(model, "feature_names_in_", None)
+    classes = getattr(model, "classes_", None)
+    feature_names = [str(n) for n in names] if names is not None else None
+    module = type(model).__module__
+    runner = Runner(
+        model=model, name=name,
+        n_features=int(n_features) if isinstance(n_features, int | np.integer) else None,
+        feature_names=feature_names,
+        classes=np.asarray(classes).tolist() if classes is not None else None,
+        has_proba=callable(getattr(model, "predict_proba", None)),
+        platform="sklearn" if module.startswith("sklearn") else module.split(".")[0],
+        model_type=f"{module}.{type(model).__name__}",
+    )
+    if feature_names is not None:
+        runner._feature_index = {n: i for i, n in enumerate(feature_names)}
+        # Rows arrive as plain numbers in the model's own column order; don't warn on every request.
+        warnings.filterwarnings("ignore", message="X does not have valid feature names")
+    if classes is not None:
+        runner.output_datatype = v2_datatype(np.asarray(classes).dtype)
+    return runner
+
+
+def _warm_up(runner: Runner, notes: str) -> None:
+    """One prediction at load time: the first request is not slow, and a broken model fails now."""
+    if runner.n_features is None:
+        return
+    row = np.zeros((1, runner.n_features), dtype=np.float64)
+    try:
+        runner.predict(row, False)
+        started = time.perf_counter()
+        answer = runner.predict(row, False)
+        elapsed = time.perf_counter() - started
+        runner.output_datatype = v2_datatype(answer.dtype)
+        if runner.has_proba:
+            runner.proba_datatype = v2_datatype(runner.predict(row, True).dtype)
+    except Exception as exc:  # noqa: BLE001
+        if notes:
+            raise ModelLoadError(f"The model loaded but cannot predict ({type(exc).__name__}: {exc}). {notes}") from None
+        log.warning("warm-up prediction on a row of zeros failed (%s: %s); serving anyway", type(exc).__name__, exc)
+        return
+    runner.inline = elapsed < INLINE_PREDICT_SECONDS
+    log.info("warm-up prediction took %.3f ms (%s)", elapsed * 1000, "inline" if runner.inline else "worker thread")

@@ -1,0 +1,75 @@
+"""Run the model server: uvicorn (uvloop + httptools, no access log) around the ASGI app."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+import orjson
+
+from modelport.serving.app import App
+from modelport.serving.config import ServeConfig
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message (and the exception, if any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname, "logger": record.name, "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry).decode()
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+
+
+def run(config: ServeConfig) -> int:
+    """Serve until stopped; 0 on a clean stop, 1 when the model could not be loaded."""
+    import uvicorn
+
+    configure_logging(config.log_level)
+    app = App(config)
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=config.host, port=config.port, loop="uvloop", http="httptools", lifespan="on",
+        access_log=False, log_config=None, log_level=config.log_level.lower(), server_header=False,
+        date_header=False, backlog=2048, timeout_keep_alive=75, timeout_graceful_shutdown=10,
+    ))
+
+    def stop(_message: str) -> None:
+        server.should_exit = True
+
+    app.on_failure = stop
+    logging.getLogger("modelport.serving").info(
+        "serving model %s from %s on port %d%s", config.model_name, config.model_uri, config.port,
+        f" (also under {config.root_path})" if config.root_path else "",
+    )
+    server.run()
+    if app.failure is not None:
+        print(f"modelport model server: cannot serve model '{config.model_name}': {app.failure}",
+              file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+def main() -> int:
+    try:
+        config = ServeConfig.from_settings()
+    except ValueError as exc:
+        print(f"modelport model server: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    return run(config)
