@@ -1,0 +1,41 @@
+"""The FastAPI app of the control plane: the same app under uvicorn and, through Mangum, in Lambda."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, FastAPI
+
+from modelport import __version__
+from modelport.api import errors
+from modelport.api.routers import deployments, models, versions
+from modelport.settings import Settings, get_settings
+from modelport.store.repository import Store
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="modelport",
+        version=__version__,
+        description="Upload a trained model, deploy it, get a URL that serves predictions.",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.store = store or Store(settings)
+    app.state.objects = None
+    errors.install(app)
+
+    api = APIRouter(prefix=API_PREFIX)
+    api.include_router(models.router)
+    api.include_router(versions.router, dependencies=[Depends(versions.refuse_oversized_upload)])
+    api.include_router(deployments.router)
+    app.include_router(api)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    return app

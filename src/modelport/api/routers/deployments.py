@@ -1,0 +1,50 @@
+"""/api/v1/deployments and /api/v1/versions/{version_id}/deployments"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from modelport.api.deps import Owner, PagingDep, SettingsDep, StoreDep, check_replicas
+from modelport.api.schemas import DeploymentCreate, DeploymentOut, DeploymentUpdate, PageOut
+from modelport.domain.entities import Deployment
+
+router = APIRouter(tags=["deployments"])
+
+
+def deployment_out(deployment: Deployment) -> DeploymentOut:
+    return DeploymentOut.model_validate(deployment.model_dump())
+
+
+@router.post("/versions/{version_id}/deployments", status_code=201, response_model=DeploymentOut)
+def create_deployment(
+    version_id: int, owner: Owner, store: StoreDep, settings: SettingsDep, body: DeploymentCreate | None = None
+) -> DeploymentOut:
+    replicas = check_replicas((body or DeploymentCreate()).replicas, settings)
+    return deployment_out(store.create_deployment(owner, version_id, replicas))
+
+
+@router.get("/deployments", response_model=PageOut[DeploymentOut])
+def list_deployments(owner: Owner, store: StoreDep, paging: PagingDep) -> PageOut[DeploymentOut]:
+    page = store.list_deployments(owner, paging.limit, paging.cursor)
+    return PageOut[DeploymentOut](items=[deployment_out(d) for d in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/deployments/{deployment_id}", response_model=DeploymentOut)
+def get_deployment(deployment_id: int, owner: Owner, store: StoreDep) -> DeploymentOut:
+    return deployment_out(store.get_deployment(owner, deployment_id))
+
+
+@router.patch("/deployments/{deployment_id}", response_model=DeploymentOut)
+def update_deployment(
+    deployment_id: int, body: DeploymentUpdate, owner: Owner, store: StoreDep, settings: SettingsDep
+) -> DeploymentOut:
+    if body.replicas is not None:
+        check_replicas(body.replicas, settings)
+    return deployment_out(
+        store.update_deployment(owner, deployment_id, replicas=body.replicas, version_id=body.version_id)
+    )
+
+
+@router.delete("/deployments/{deployment_id}", status_code=202, response_model=DeploymentOut)
+def delete_deployment(deployment_id: int, owner: Owner, store: StoreDep) -> DeploymentOut:
+    return deployment_out(store.request_delete(owner, deployment_id))

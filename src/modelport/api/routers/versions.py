@@ -1,0 +1,45 @@
+"""/api/v1/versions/{version_id} and its upload."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Request, UploadFile
+
+from modelport.api.deps import ObjectsDep, Owner, SettingsDep, StoreDep
+from modelport.api.routers.models import version_out
+from modelport.api.schemas import VersionOut
+from modelport.artifacts.register import upload_version
+from modelport.domain.errors import TooLarge
+
+router = APIRouter(tags=["versions"])
+
+_FORM_OVERHEAD = 64 * 1024
+
+
+@router.get("/versions/{version_id}", response_model=VersionOut)
+def get_version(version_id: int, owner: Owner, store: StoreDep) -> VersionOut:
+    return version_out(store.get_version(owner, version_id))
+
+
+@router.post("/versions/{version_id}/upload", response_model=VersionOut)
+def upload(
+    version_id: int, owner: Owner, store: StoreDep, objects: ObjectsDep,
+    model_file: Annotated[UploadFile, File(description="the model, e.g. model.joblib")],
+    requirements_file: Annotated[UploadFile | None, File(description="requirements.txt (optional)")] = None,
+) -> VersionOut:
+    version = upload_version(
+        store, objects, owner, version_id, model_file.file, requirements_file.file if requirements_file else None
+    )
+    return version_out(version)
+
+
+async def refuse_oversized_upload(request: Request, settings: SettingsDep) -> None:
+    """413 from Content-Length alone, before a byte of an oversized body is parsed."""
+    length = request.headers.get("content-length")
+    limit = settings.max_upload_bytes + settings.max_requirements_bytes + _FORM_OVERHEAD
+    if length and length.isdigit() and int(length) > limit:
+        raise TooLarge(
+            f"the upload is {length} bytes; the limit is {settings.max_upload_bytes} bytes for the model",
+            code="file_too_large",
+        )

@@ -1,0 +1,90 @@
+"""Request and response bodies of the HTTP API (pydantic v2; unknown fields are refused)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from modelport.domain.entities import AutoDeploy, DeploymentStatus, VersionStatus
+
+T = TypeVar("T")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelCreate(Strict):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    description: str | None = Field(default=None, max_length=2000)
+
+
+class ModelUpdate(Strict):
+    description: str | None = Field(default=None, max_length=2000)
+    auto_deploy: AutoDeploy | None = None
+
+
+class ModelOut(BaseModel):
+    id: int
+    name: str
+    description: str | None
+    auto_deploy: AutoDeploy
+    created_at: datetime
+    updated_at: datetime
+
+
+class VersionCreate(Strict):
+    version: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+
+class ArtifactOut(BaseModel):
+    size: int
+    sha256: str
+
+
+class VersionOut(BaseModel):
+    id: int
+    model_id: int
+    version: str
+    status: VersionStatus
+    status_message: str | None
+    s3_path: str | None
+    model_artifact: ArtifactOut | None
+    requirements_artifact: ArtifactOut | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class DeploymentCreate(Strict):
+    replicas: int = 1
+
+
+class DeploymentUpdate(Strict):
+    replicas: int | None = None
+    version_id: int | None = Field(default=None, ge=1)
+
+
+class DeploymentOut(BaseModel):
+    """The seed's fields, plus status and status_message."""
+
+    id: int
+    version_id: int
+    k8s_service_name: str
+    url: str
+    replicas: int
+    created_at: datetime
+    updated_at: datetime
+    status: DeploymentStatus
+    status_message: str | None
+
+
+class PageOut(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = None
+
+
+class ErrorOut(BaseModel):
+    code: str
+    message: str

@@ -1,0 +1,79 @@
+"""Checks of an uploaded artifact, done without loading it. One code path for the API upload and
+the S3-event upload: both call :func:`inspect_model` / :func:`inspect_requirements` and then
+:func:`modelport.artifacts.register.register_version`.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import IO
+
+from modelport.artifacts.storage import sha256_of
+from modelport.domain.errors import BadRequest, TooLarge
+from modelport.domain.requirements import parse_requirements
+from modelport.settings import Settings
+
+#: how a file that joblib or pickle can load begins
+_PICKLE_PROTOCOL_MARK = 0x80  # protocol 2+ pickles start with PROTO
+_JOBLIB_COMPRESSED = (b"ZF", b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x28\xb5\x2f\xfd", b"\x04\x22\x4d\x18")
+
+
+class Inspected:
+    """What a check found: the file's digest and size (the file itself is left at offset 0)."""
+
+    def __init__(self, sha256: str, size: int) -> None:
+        self.sha256 = sha256
+        self.size = size
+
+
+def _measure(stream: IO[bytes], limit: int, what: str) -> Inspected:
+    stream.seek(0)
+    sha, size = sha256_of(stream)
+    stream.seek(0)
+    if size == 0:
+        raise BadRequest(f"{what} is empty", code="empty_file")
+    if size > limit:
+        raise TooLarge(f"{what} is {size} bytes; the limit is {limit} bytes", code="file_too_large")
+    return Inspected(sha, size)
+
+
+def looks_like_model_file(head: bytes) -> bool:
+    """A pickle (protocol 2+), or one of joblib's compressed containers."""
+    if not head:
+        return False
+    if head[0] == _PICKLE_PROTOCOL_MARK:
+        return True
+    if head.startswith(_JOBLIB_COMPRESSED):
+        return True
+    # joblib's zlib container: a bare zlib stream
+    if len(head) >= 2 and head[0] == 0x78 and (head[0] * 256 + head[1]) % 31 == 0:
+        try:
+            zlib.decompressobj().decompress(head, 16)
+            return True
+        except zlib.error:
+            return False
+    return False
+
+
+def inspect_model(stream: IO[bytes], settings: Settings) -> Inspected:
+    found = _measure(stream, settings.max_upload_bytes, "the model file")
+    head = stream.read(16)
+    stream.seek(0)
+    if not looks_like_model_file(head):
+        raise BadRequest(
+            "the model file is not a pickle or joblib file (save it with joblib.dump or pickle.dump)",
+            code="not_a_model_file",
+        )
+    return found
+
+
+def inspect_requirements(stream: IO[bytes], settings: Settings) -> Inspected:
+    found = _measure(stream, settings.max_requirements_bytes, "requirements.txt")
+    try:
+        text = stream.read().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest("requirements.txt is not UTF-8 text", code="bad_requirements") from exc
+    finally:
+        stream.seek(0)
+    parse_requirements(text)
+    return found

@@ -1,0 +1,53 @@
+"""Marking a version READY with its artifacts: the one code path of the API upload and the
+S3-event upload."""
+
+from __future__ import annotations
+
+from typing import IO
+
+from modelport.artifacts.checks import inspect_model, inspect_requirements
+from modelport.artifacts.storage import ObjectStore
+from modelport.domain.entities import Artifact, Version
+from modelport.domain.paths import MODEL_FILE, REQUIREMENTS_FILE, artifact_key
+from modelport.store.repository import Store
+
+
+def register_version(
+    store: Store, objects: ObjectStore, version: Version, model: Artifact, requirements: Artifact | None
+) -> Version:
+    """READY with s3_path, size and sha256; a repeat of the same artifacts changes nothing."""
+    same = (
+        version.model_artifact is not None
+        and version.model_artifact.sha256 == model.sha256
+        and (version.requirements_artifact.sha256 if version.requirements_artifact else None)
+        == (requirements.sha256 if requirements else None)
+        and version.s3_path == objects.s3_path(model.key)
+    )
+    if same and version.status.value == "READY":
+        return version
+    return store.set_version_artifacts(
+        version.id, s3_path=objects.s3_path(model.key), model_artifact=model, requirements_artifact=requirements
+    )
+
+
+def upload_version(
+    store: Store, objects: ObjectStore, owner: str, version_id: int,
+    model_file: IO[bytes], requirements_file: IO[bytes] | None,
+) -> Version:
+    """The API upload: check both files, store them under the version's prefix, mark READY."""
+    version = store.ensure_version_unused(owner, version_id)  # 404 / 409 before any byte is stored
+    settings = store.settings
+    model_found = inspect_model(model_file, settings)
+    req_found = inspect_requirements(requirements_file, settings) if requirements_file is not None else None
+
+    model_key = artifact_key(version.model_id, version.id, MODEL_FILE)
+    etag = objects.put(model_key, model_file, {"sha256": model_found.sha256})
+    model = Artifact(key=model_key, size=model_found.size, sha256=model_found.sha256, etag=etag)
+    requirements = None
+    req_key = artifact_key(version.model_id, version.id, REQUIREMENTS_FILE)
+    if requirements_file is not None and req_found is not None:
+        req_etag = objects.put(req_key, requirements_file, {"sha256": req_found.sha256})
+        requirements = Artifact(key=req_key, size=req_found.size, sha256=req_found.sha256, etag=req_etag)
+    elif version.requirements_artifact is not None:
+        objects.delete(req_key)  # a re-upload without requirements drops the old file
+    return register_version(store, objects, version, model, requirements)

@@ -1,0 +1,70 @@
+"""The object store (S3 or MinIO): the only code that talks to it for the control plane."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import IO, Any
+
+import boto3
+from botocore.config import Config
+
+from modelport.settings import Settings
+
+CHUNK = 1024 * 1024
+
+
+def s3_client(settings: Settings) -> Any:
+    kwargs: dict[str, Any] = {
+        "region_name": settings.aws_region,
+        "config": Config(signature_version="s3v4", s3={"addressing_style": "path"}, retries={"mode": "standard"}),
+    }
+    if settings.s3_endpoint_url:
+        kwargs["endpoint_url"] = settings.s3_endpoint_url
+    if settings.minio_access_key and settings.minio_secret_key:
+        kwargs["aws_access_key_id"] = settings.minio_access_key
+        kwargs["aws_secret_access_key"] = settings.minio_secret_key
+    return boto3.client("s3", **kwargs)
+
+
+def sha256_of(stream: IO[bytes]) -> tuple[str, int]:
+    """(hex sha256, size) of a stream read to its end in chunks."""
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := stream.read(CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
+
+
+class ObjectStore:
+    def __init__(self, settings: Settings, client: Any | None = None) -> None:
+        self.settings = settings
+        self.bucket = settings.minio_bucket_name
+        self.client = client or s3_client(settings)
+
+    def s3_path(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    def ensure_bucket(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except self.client.exceptions.ClientError:
+            self.client.create_bucket(Bucket=self.bucket)
+
+    def put(self, key: str, stream: IO[bytes], metadata: dict[str, str] | None = None) -> str | None:
+        """Upload a stream (multipart for large ones); returns the ETag."""
+        self.client.upload_fileobj(stream, self.bucket, key, ExtraArgs={"Metadata": metadata or {}})
+        return self.client.head_object(Bucket=self.bucket, Key=key).get("ETag", "").strip('"') or None
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def delete_prefix(self, prefix: str) -> int:
+        deleted = 0
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
+            if keys:
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+                deleted += len(keys)
+        return deleted

@@ -1,0 +1,180 @@
+"""pynamodb models of the single table. Only ``modelport.store`` imports this module.
+
+Every record type shares the table; the partition key's prefix names the type (see schema.py).
+Guard items (``SK = NAME#...`` / ``LABEL#...``) make names unique inside one transaction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pynamodb.attributes import (
+    JSONAttribute,
+    NumberAttribute,
+    TTLAttribute,
+    UnicodeAttribute,
+    UTCDateTimeAttribute,
+)
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+
+from modelport.settings import Settings
+from modelport.store import schema
+
+
+class _Meta:
+    table_name = "modelport"
+    region = "us-east-1"
+    host: str | None = None
+    billing_mode = "PAY_PER_REQUEST"
+    stream_view_type = "NEW_AND_OLD_IMAGES"
+
+
+class OwnerIndex(GlobalSecondaryIndex["Record"]):
+    class Meta:
+        index_name = schema.GSI1
+        projection = AllProjection()
+
+    GSI1PK = UnicodeAttribute(hash_key=True)
+    GSI1SK = UnicodeAttribute(range_key=True)
+
+
+class ModelChildrenIndex(GlobalSecondaryIndex["Record"]):
+    class Meta:
+        index_name = schema.GSI2
+        projection = AllProjection()
+
+    GSI2PK = UnicodeAttribute(hash_key=True)
+    GSI2SK = UnicodeAttribute(range_key=True)
+
+
+class Record(Model):
+    """The base of every record: keys and the two indexes."""
+
+    Meta = _Meta
+
+    PK = UnicodeAttribute(hash_key=True)
+    SK = UnicodeAttribute(range_key=True)
+    GSI1PK = UnicodeAttribute(null=True)
+    GSI1SK = UnicodeAttribute(null=True)
+    GSI2PK = UnicodeAttribute(null=True)
+    GSI2SK = UnicodeAttribute(null=True)
+    type = UnicodeAttribute(null=True)
+    owner_index = OwnerIndex()
+    model_index = ModelChildrenIndex()
+
+
+# pynamodb binds an index instance to one model class: each record type that queries an index
+# declares its own instance, so queries return that type.
+
+
+class GuardRecord(Record):
+    """A name taken: exists only to make a name unique (condition attribute_not_exists)."""
+
+    Meta = _Meta
+    ref = NumberAttribute(null=True)
+
+
+class CounterRecord(Record):
+    Meta = _Meta
+    value = NumberAttribute(default=0)
+
+
+class UserRecord(Record):
+    Meta = _Meta
+    owner = UnicodeAttribute()
+    name = UnicodeAttribute()
+    created_at = UTCDateTimeAttribute()
+
+
+class ApiKeyRecord(Record):
+    Meta = _Meta
+    owner = UnicodeAttribute()
+    created_at = UTCDateTimeAttribute()
+
+
+class ModelRecord(Record):
+    Meta = _Meta
+    id = NumberAttribute()
+    owner = UnicodeAttribute()
+    name = UnicodeAttribute()
+    description = UnicodeAttribute(null=True)
+    auto_deploy = JSONAttribute(null=True)
+    deployments = NumberAttribute(default=0)
+    version_counter = NumberAttribute(default=0)
+    owner_index = OwnerIndex()
+    created_at = UTCDateTimeAttribute()
+    updated_at = UTCDateTimeAttribute()
+
+
+class VersionRecord(Record):
+    Meta = _Meta
+    id = NumberAttribute()
+    model_id = NumberAttribute()
+    owner = UnicodeAttribute()
+    version = UnicodeAttribute()
+    status = UnicodeAttribute()
+    status_message = UnicodeAttribute(null=True)
+    s3_path = UnicodeAttribute(null=True)
+    model_artifact = JSONAttribute(null=True)
+    requirements_artifact = JSONAttribute(null=True)
+    deployments = NumberAttribute(default=0)
+    model_index = ModelChildrenIndex()
+    created_at = UTCDateTimeAttribute()
+    updated_at = UTCDateTimeAttribute()
+
+
+class DeploymentRecord(Record):
+    Meta = _Meta
+    id = NumberAttribute()
+    owner = UnicodeAttribute()
+    namespace = UnicodeAttribute()
+    model_id = NumberAttribute()
+    version_id = NumberAttribute()
+    replicas = NumberAttribute()
+    k8s_service_name = UnicodeAttribute()
+    url = UnicodeAttribute()
+    status = UnicodeAttribute()
+    status_message = UnicodeAttribute(null=True)
+    generation = NumberAttribute(default=1)
+    observed_generation = NumberAttribute(default=0)
+    deployed_version_id = NumberAttribute(null=True)
+    deployed_replicas = NumberAttribute(null=True)
+    follow_latest = NumberAttribute(default=0)
+    status_changed_at = UTCDateTimeAttribute(null=True)
+    created_at = UTCDateTimeAttribute()
+    updated_at = UTCDateTimeAttribute()
+    ttl = TTLAttribute(null=True)
+    owner_index = OwnerIndex()
+    model_index = ModelChildrenIndex()
+
+
+ALL_RECORDS: tuple[type[Record], ...] = (
+    Record, GuardRecord, CounterRecord, UserRecord, ApiKeyRecord, ModelRecord, VersionRecord, DeploymentRecord,
+)
+
+
+def configure(settings: Settings) -> None:
+    """Point every record class at the table and endpoint that the settings name."""
+    for cls in ALL_RECORDS:
+        cls.Meta.table_name = settings.table_name
+        cls.Meta.region = settings.aws_region
+        cls.Meta.host = settings.dynamodb_endpoint
+        cls._connection = None  # pynamodb caches a connection per class
+
+
+def ensure_table(settings: Settings, *, wait: bool = True) -> bool:
+    """Create the table (with stream, indexes and TTL) if it does not exist. True if created.
+
+    Used by the local platform and the tests; in AWS, template.yaml creates the table.
+    """
+    configure(settings)
+    if Record.exists():
+        return False
+    Record.create_table(wait=wait)
+    client: Any = Record._get_connection().connection.client
+    client.update_time_to_live(
+        TableName=settings.table_name,
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": schema.TTL_ATTRIBUTE},
+    )
+    return True
