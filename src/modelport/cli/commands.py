@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-from modelport.cli import tools, users  # noqa: F401
+from modelport.cli import serve, tools, users  # noqa: F401

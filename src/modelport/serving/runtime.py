@@ -161,7 +161,8 @@ class Runner:
             result = self.model.predict(matrix)
         result = np.asarray(result)
         if result.shape[:1] != matrix.shape[:1]:
-            raise RuntimeError(f"the model returned {result.shape[0] if result.ndim else 1} answers for {matrix.shape[0]} rows")
+            answers = result.shape[0] if result.ndim else 1
+            raise RuntimeError(f"the model returned {answers} answers for {matrix.shape[0]} rows")
         return result
 
     def predict_many(self, matrices: Sequence[np.ndarray], proba: bool) -> list[np.ndarray]:
@@ -315,7 +316,8 @@ def _missing_module_message(module: str, path: Path, caught: list[warnings.Warni
     saved = pickled_sklearn_version(path) if dist in ("scikit-learn", "sklearn") else None
     have = f"{dist} {version}" if version else f"no {dist}"
     what = f"needs '{module}'" + (f" ({detail})" if detail else "")
-    message = f"Cannot load the model file {path.name}: it {what}, which {have} installed in the server does not provide."
+    message = (f"Cannot load the model file {path.name}: it {what}, which {have} installed in the server "
+               "does not provide.")
     notes = _version_notes(caught)
     if saved:
         message += (f" The model was saved with {dist} {saved}; add '{dist}=={saved}' to requirements.txt "
@@ -367,7 +369,9 @@ def _warm_up(runner: Runner, notes: str) -> None:
             runner.proba_datatype = v2_datatype(runner.predict(row, True).dtype)
     except Exception as exc:  # noqa: BLE001
         if notes:
-            raise ModelLoadError(f"The model loaded but cannot predict ({type(exc).__name__}: {exc}). {notes}") from None
+            raise ModelLoadError(
+                f"The model loaded but cannot predict ({type(exc).__name__}: {exc}). {notes}"
+            ) from None
         log.warning("warm-up prediction on a row of zeros failed (%s: %s); serving anyway", type(exc).__name__, exc)
         return
     runner.inline = elapsed < INLINE_PREDICT_SECONDS
