@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     page_size_max: int = 200
 
     # --- deployer / cluster ---
+    cluster_driver: str = Field(
+        default="helm", description="helm (a Kubernetes cluster) or local (model servers as local processes)"
+    )
+    state_dir: str = Field(default=".modelport", description="the local platform's state directory")
     helm_timeout_seconds: int = 300
     cluster_s3_endpoint: str = Field(
         default="minio:9000", description="the S3 endpoint as pods inside the cluster reach it"
