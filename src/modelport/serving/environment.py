@@ -47,19 +47,19 @@ class Environment:
                 "cached": self.cached}
 
 
-def unsatisfied(requirements: list[Requirement]) -> list[str]:
-    """The requirements that the packages already importable do not satisfy, with the reason."""
-    missing: list[str] = []
+def unsatisfied(requirements: list[Requirement]) -> list[tuple[Requirement, str]]:
+    """The requirements that the packages already importable do not satisfy, each with the reason."""
+    missing: list[tuple[Requirement, str]] = []
     for req in requirements:
         if req.marker is not None and not req.marker.evaluate():
             continue
         try:
             version = metadata.version(req.name)
         except metadata.PackageNotFoundError:
-            missing.append(f"{req} (not installed)")
+            missing.append((req, f"{req} (not installed)"))
             continue
         if req.specifier and not req.specifier.contains(version, prereleases=True):
-            missing.append(f"{req} (server has {version})")
+            missing.append((req, f"{req} (server has {version})"))
     return missing
 
 
@@ -67,7 +67,7 @@ def _python_tag() -> str:
     return f"py{sys.version_info.major}{sys.version_info.minor}"
 
 
-def _installer(target: Path, requirements_file: Path, cache_dir: Path) -> list[str]:
+def _installer(target: Path, requirements_file: Path, constraints_file: Path, cache_dir: Path) -> list[str]:
     uv = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
     if not Path(uv).exists():
         try:
@@ -78,10 +78,11 @@ def _installer(target: Path, requirements_file: Path, cache_dir: Path) -> list[s
             uv = ""
     if uv:
         return [uv, "pip", "install", "--python", sys.executable, "--target", str(target),
-                "--no-progress", "--cache-dir", str(cache_dir / "uv-cache"), "-r", str(requirements_file)]
+                "--no-progress", "--cache-dir", str(cache_dir / "uv-cache"), "-r", str(requirements_file),
+                "-c", str(constraints_file)]
     return [sys.executable, "-m", "pip", "install", "--target", str(target), "--no-input",
             "--disable-pip-version-check", "--cache-dir", str(cache_dir / "pip-cache"),
-            "-r", str(requirements_file)]
+            "-r", str(requirements_file), "-c", str(constraints_file)]
 
 
 def _installed_in(target: Path) -> list[str]:
@@ -115,8 +116,9 @@ def prepare(requirements_path: Path, cache_dir: Path) -> Environment:
     env = Environment(requirements=[str(r) for r in requirements])
     if not requirements:
         return env
-    missing = unsatisfied(requirements)
-    if not missing:
+    missing_pairs = unsatisfied(requirements)
+    missing = [reason for _, reason in missing_pairs]
+    if not missing_pairs:
         log.info("requirements.txt is satisfied by the server's packages; nothing to install")
         return env
 
@@ -134,18 +136,28 @@ def prepare(requirements_path: Path, cache_dir: Path) -> Environment:
     log.info("installing requirements (%s) into %s", "; ".join(missing), target)
     envs.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=envs, prefix=f".{digest[:12]}-"))
-    argv = _installer(staging, requirements_path, cache_dir)
+    # Install only what the server lacks; every line of the file still constrains the resolver, so
+    # a dependency pulled in for a missing package cannot break a pin the server already satisfies.
+    wanted = staging.with_name(staging.name + ".install.txt")
+    wanted.write_text("".join(f"{req}\n" for req, _ in missing_pairs))
+    constraints = staging.with_name(staging.name + ".constraints.txt")
+    constraints.write_text("".join(f"{req}\n" for req in requirements if not req.extras))
+    argv = _installer(staging, wanted, constraints, cache_dir)
     try:
         result = subprocess.run(  # noqa: S603 - argv is ours, the file was validated
             argv, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_SECONDS,
             env={**os.environ, "PIP_NO_INPUT": "1", "UV_NO_CONFIG": "1"},
         )
     except subprocess.TimeoutExpired:
+        wanted.unlink(missing_ok=True)
+        constraints.unlink(missing_ok=True)
         shutil.rmtree(staging, ignore_errors=True)
         raise ModelLoadError(
             f"Installing the model's requirements ({'; '.join(missing)}) took longer than "
             f"{INSTALL_TIMEOUT_SECONDS}s and was stopped."
         ) from None
+    wanted.unlink(missing_ok=True)
+    constraints.unlink(missing_ok=True)
     if result.returncode != 0:
         shutil.rmtree(staging, ignore_errors=True)
         detail = _summarise_failure(result.stderr or result.stdout)
@@ -168,7 +180,7 @@ def prepare(requirements_path: Path, cache_dir: Path) -> Environment:
 def _summarise_failure(output: str) -> str:
     """The informative lines of an installer's error output, as one line."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
-    keep = [ln for ln in lines if not ln.startswith(("Using Python", "Resolved", "Prepared", "Audited"))]
+    keep = [ln for ln in lines if not ln.startswith(("Using ", "Resolved", "Prepared", "Audited"))]
     text = " ".join(keep[-6:]) or "the installer failed without saying why."
     text = text.replace("╰─▶", "").replace("×", "").strip()
     if len(text) > 600:

@@ -226,21 +226,20 @@ def _distribution_of(module: str) -> tuple[str, str | None]:
         return name, None
 
 
-_PICKLED_SKLEARN = re.compile(rb"_sklearn_version.{0,4}?[\x8c\x8d\x58X](.)([0-9][0-9A-Za-z.+-]{1,30})", re.S)
+_PICKLED_SKLEARN = re.compile(
+    rb"_sklearn_version[^0-9]{0,12}?([0-9]+\.[0-9]+(?:\.[0-9]+)?(?:(?:rc|post|dev|a|b)[0-9]+)?)"
+)
 
 
 def pickled_sklearn_version(path: Path) -> str | None:
     """The scikit-learn version recorded in an (uncompressed) pickle, read without unpickling."""
     try:
         with path.open("rb") as handle:
-            head = handle.read(8 << 20)
+            head = handle.read(16 << 20)
     except OSError:
         return None
     match = _PICKLED_SKLEARN.search(head)
-    if not match:
-        return None
-    length, text = match.group(1)[0], match.group(2)
-    return text[:length].decode("ascii", "replace") if length <= len(text) else text.decode("ascii", "replace")
+    return match.group(1).decode("ascii") if match else None
 
 
 def load_model(path: Path, name: str, environment: dict[str, object] | None = None) -> Runner:
@@ -259,9 +258,14 @@ def load_model(path: Path, name: str, environment: dict[str, object] | None = No
         raise ModelLoadError(_missing_module_message(module, path, caught, detail=str(exc))) from None
     except Exception as exc:  # noqa: BLE001 - any unpickling failure becomes one clear message
         mismatch = _version_notes(caught)
+        if mismatch:
+            raise ModelLoadError(
+                f"Cannot load the model file {path.name} ({type(exc).__name__}: {exc}). {mismatch}"
+            ) from None
         raise ModelLoadError(
-            f"Cannot load the model file {path.name}: {type(exc).__name__}: {exc}."
-            + (f" {mismatch}" if mismatch else " It must be a joblib or pickle file of a model with predict().")
+            f"Cannot load the model file {path.name}: it is not a readable joblib or pickle file "
+            f"({type(exc).__name__}: {exc}). Upload the file written by joblib.dump(model, 'model.joblib') "
+            "or pickle.dump of a fitted model with predict()."
         ) from None
     notes = _version_notes(caught)
     if not callable(getattr(model, "predict", None)):
