@@ -1,0 +1,188 @@
+"""The loaded model in-process: input checks, metadata, unpickling diagnostics, micro-batching."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+import sklearn
+from prometheus_client import REGISTRY
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+
+from modelport.serving.batcher import Batcher
+from modelport.serving.errors import InputError, ModelLoadError
+from modelport.serving.runtime import Runner, load_model, pickled_sklearn_version
+
+
+@pytest.fixture(scope="module")
+def iris_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    x, y = load_iris(return_X_y=True)
+    path = tmp_path_factory.mktemp("iris") / "model.joblib"
+    joblib.dump(LogisticRegression(max_iter=500).fit(x, y), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def runner(iris_file: Path) -> Runner:
+    return load_model(iris_file, "iris")
+
+
+def test_metadata_comes_from_the_model(runner: Runner) -> None:
+    meta = runner.v2_metadata()
+    assert meta["inputs"] == [{"name": "input-0", "datatype": "FP64", "shape": [-1, 4]}]
+    assert meta["outputs"][0] == {"name": "output-0", "datatype": "INT64", "shape": [-1]}
+    assert meta["outputs"][1] == {"name": "predict_proba", "datatype": "FP64", "shape": [-1, 3]}
+    assert meta["parameters"]["classes"] == [0, 1, 2]
+    assert runner.inline  # logistic regression is fast enough for the event loop
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ("nope", "must be a list of rows"),
+        ([], "is empty"),
+        ([1.0, 2.0, 3.0, 4.0], "flat list"),
+        ([[1.0, 2.0, 3.0]], "expected 4 features per row, got 3"),
+        ([[1.0, 2.0, 3.0, "x"]], "non-numeric value 'x' at row 0, column 3"),
+        ([[1.0, 2.0, 3.0, None]], "non-numeric value None"),
+        ([[1.0, 2.0, 3.0, 4.0], [1.0]], "different lengths"),
+        ([[[1.0, 2.0, 3.0, 4.0]]], "must be 2-D"),
+    ],
+)
+def test_bad_rows_are_named(runner: Runner, data: object, message: str) -> None:
+    with pytest.raises(InputError, match=message.replace("(", r"\(")):
+        runner.to_matrix(data)
+
+
+def test_v2_tensors(runner: Runner) -> None:
+    tensor = {"name": "input-0", "shape": [2, 4], "datatype": "FP32", "data": [1, 2, 3, 4, 5, 6, 7, 8]}
+    flat = runner.v2_matrix([tensor])
+    assert flat.shape == (2, 4) and flat.dtype == np.float64
+    columns = runner.v2_matrix(
+        [{"name": f"c{i}", "shape": [2], "datatype": "FP64", "data": [i, i + 1]} for i in range(4)]
+    )
+    assert columns.tolist() == [[0, 1, 2, 3], [1, 2, 3, 4]]
+    with pytest.raises(InputError, match="has 3 values, but shape"):
+        runner.v2_matrix([{"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3]}])
+    with pytest.raises(InputError, match="BYTES"):
+        runner.v2_matrix([{"name": "input-0", "shape": [1, 4], "datatype": "BYTES", "data": ["a", "b", "c", "d"]}])
+
+
+def test_predict_many_splits_answers_per_request(runner: Runner) -> None:
+    x, _ = load_iris(return_X_y=True)
+    parts = [x[:1], x[1:5], x[50:52]]
+    answers = runner.predict_many(parts, proba=True)
+    assert [a.shape for a in answers] == [(1, 3), (4, 3), (2, 3)]
+    assert np.allclose(np.concatenate(answers), runner.model.predict_proba(np.concatenate(parts)))
+
+
+def test_garbage_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "model.joblib"
+    path.write_bytes(b"this is not a pickle")
+    with pytest.raises(ModelLoadError, match="not a readable joblib or pickle file"):
+        load_model(path, "m")
+
+
+def test_object_without_predict_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "model.joblib"
+    joblib.dump({"weights": [1, 2]}, path)
+    with pytest.raises(ModelLoadError, match="no predict"):
+        load_model(path, "m")
+
+
+def test_missing_module_names_package_and_versions(tmp_path: Path) -> None:
+    # A pickle written by scikit-learn 0.22 (sklearn.svm.classes was removed in 0.24): kserve #2059.
+    path = tmp_path / "model.pkl"
+    path.write_bytes(
+        b"\x80\x02csklearn.svm.classes\nSVC\nq\x00)\x81q\x01}q\x02X\x10\x00\x00\x00_sklearn_version"
+        b"q\x03X\x06\x00\x00\x000.22.1q\x04sb."
+    )
+    with pytest.raises(ModelLoadError) as info:
+        load_model(path, "m")
+    message = info.value.message
+    assert "sklearn.svm.classes" in message
+    assert f"scikit-learn {sklearn.__version__}" in message
+    assert "scikit-learn==0.22.1" in message
+    assert "Traceback" not in message
+
+
+def test_inconsistent_version_is_reported(tmp_path: Path, iris_file: Path) -> None:
+    current = sklearn.__version__.encode()
+    fake = b"0.0.1"[: len(current)].ljust(len(current), b"0")
+    path = tmp_path / "old.joblib"
+    path.write_bytes(iris_file.read_bytes().replace(current, fake))
+    assert pickled_sklearn_version(path) == fake.decode()
+    runner = load_model(path, "m")
+    assert runner.warnings and f"saved with scikit-learn {fake.decode()}" in runner.warnings[0]
+    assert f"scikit-learn=={fake.decode()}" in runner.warnings[0]
+
+
+def _histogram(name: str) -> tuple[float, float]:
+    """(count, sum) of a modelport histogram, read from the Prometheus registry."""
+    count = REGISTRY.get_sample_value(f"{name}_count") or 0.0
+    total = REGISTRY.get_sample_value(f"{name}_sum") or 0.0
+    return count, total
+
+
+async def test_concurrent_requests_share_model_calls(runner: Runner) -> None:
+    x, _ = load_iris(return_X_y=True)
+    batcher = Batcher(runner, enabled=True, max_batch=64, max_wait_ms=50)
+    batcher.start()
+    calls_before, rows_before = _histogram("modelport_batch_rows")
+    try:
+        for _ in range(len(x)):
+            batcher.arrived()
+        answers = await asyncio.gather(*(batcher.predict(x[i : i + 1], False) for i in range(len(x))))
+    finally:
+        await batcher.stop()
+    calls_after, rows_after = _histogram("modelport_batch_rows")
+    assert np.concatenate(answers).tolist() == runner.model.predict(x).tolist()
+    assert rows_after - rows_before == len(x)
+    assert calls_after - calls_before <= -(-len(x) // 64) + 1  # 150 single rows in about 3 model calls
+
+
+async def test_batching_off_calls_the_model_per_request(runner: Runner) -> None:
+    x, _ = load_iris(return_X_y=True)
+    batcher = Batcher(runner, enabled=False, max_batch=64, max_wait_ms=50)
+    calls_before, _ = _histogram("modelport_batch_rows")
+    for _ in range(10):
+        batcher.arrived()
+    answers = await asyncio.gather(*(batcher.predict(x[i : i + 1], True) for i in range(10)))
+    calls_after, _ = _histogram("modelport_batch_rows")
+    assert np.allclose(np.concatenate(answers), runner.model.predict_proba(x[:10]))
+    assert calls_after - calls_before == 10
+
+
+async def test_one_bad_request_does_not_fail_its_batch(tmp_path: Path) -> None:
+    path = tmp_path / "picky.joblib"
+    joblib.dump(Picky(), path)
+    picky = load_model(path, "picky")
+    batcher = Batcher(picky, enabled=True, max_batch=64, max_wait_ms=50)
+    batcher.start()
+    try:
+        for _ in range(3):
+            batcher.arrived()
+        good = [np.array([[1.0, 2.0]]), np.array([[3.0, 4.0]])]
+        results = await asyncio.gather(
+            batcher.predict(good[0], False), batcher.predict(np.array([[-1.0, 0.0]]), False),
+            batcher.predict(good[1], False), return_exceptions=True,
+        )
+    finally:
+        await batcher.stop()
+    assert results[0].tolist() == [3.0] and results[2].tolist() == [7.0]
+    assert isinstance(results[1], ValueError)
+
+
+class Picky:
+    """A model (anything with predict) that refuses negative inputs."""
+
+    n_features_in_ = 2
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        if (x < 0).any():
+            raise ValueError("negative values are not allowed")
+        return x.sum(axis=1)
