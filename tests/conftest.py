@@ -47,3 +47,17 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+from tests.support.kube_emulator import KubeEmulator  # noqa: E402  (appended with its fixture)
+
+
+@pytest.fixture()
+def kube_cluster(tmp_path: Path) -> Iterator[KubeEmulator]:
+    """A Kubernetes API emulator (tests/support/kube_emulator.py) on a free loopback port, with a
+    kubeconfig at ``kube_cluster.kubeconfig``. Set ``kube_cluster.readiness`` to decide which
+    Deployments become ready; ``stop()``/``start()`` make the cluster unreachable and back;
+    ``kube_cluster.helm_driver(helm=..., kubectl=..., chart=...)`` gives a HelmDriver for it."""
+    emulator = KubeEmulator(tmp_path / "kube-cluster").start()
+    yield emulator
+    emulator.close()

@@ -52,7 +52,7 @@ from collections.abc import Callable, Coroutine, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp.web
 import attrs
@@ -60,6 +60,9 @@ import kmock
 from kmock._internal import apps, rendering
 
 from tests.support import patching, protobuf_k8s
+
+if TYPE_CHECKING:
+    from modelport.deploy.helm import HelmDriver
 
 T = TypeVar("T")
 
@@ -108,54 +111,58 @@ def _now() -> str:
 _SELECTOR_SPLIT = re.compile(r",(?![^()]*\))")
 
 
-def _label_matcher(selector: str | None) -> Callable[[Mapping[str, str]], bool]:
-    if not selector:
-        return lambda labels: True
-    checks: list[Callable[[Mapping[str, str]], bool]] = []
-    for raw in _SELECTOR_SPLIT.split(selector):
+@dataclass(frozen=True)
+class _Term:
+    op: str  # "=", "!=", "in", "notin", "exists", "!exists"
+    key: str
+    values: frozenset[str] = frozenset()
+
+    def check(self, value: str | None) -> bool:
+        if self.op == "exists":
+            return value is not None
+        if self.op == "!exists":
+            return value is None
+        if self.op in ("=", "in"):
+            return value in self.values
+        return value not in self.values  # "!=", "notin"
+
+
+def _parse_selector(selector: str | None) -> list[_Term]:
+    terms: list[_Term] = []
+    for raw in _SELECTOR_SPLIT.split(selector or ""):
         term = raw.strip()
         if not term:
             continue
         if m := re.fullmatch(r"(\S+)\s+(in|notin)\s+\((.*)\)", term):
-            key, op, values = m.group(1), m.group(2), {v.strip() for v in m.group(3).split(",")}
-            if op == "in":
-                checks.append(lambda labels, k=key, vs=values: labels.get(k) in vs)
-            else:
-                checks.append(lambda labels, k=key, vs=values: labels.get(k) not in vs)
+            terms.append(_Term(m.group(2), m.group(1), frozenset(v.strip() for v in m.group(3).split(","))))
         elif "!=" in term:
-            key, value = (s.strip() for s in term.split("!=", 1))
-            checks.append(lambda labels, k=key, v=value: labels.get(k) != v)
+            key, value = term.split("!=", 1)
+            terms.append(_Term("!=", key.strip(), frozenset({value.strip()})))
         elif "=" in term:
-            key, value = (s.strip() for s in term.replace("==", "=").split("=", 1))
-            checks.append(lambda labels, k=key, v=value: labels.get(k) == v)
+            key, value = term.replace("==", "=").split("=", 1)
+            terms.append(_Term("=", key.strip(), frozenset({value.strip()})))
         elif term.startswith("!"):
-            absent = term[1:].strip()
-            checks.append(lambda labels, k=absent: k not in labels)
+            terms.append(_Term("!exists", term[1:].strip()))
         else:
-            checks.append(lambda labels, k=term: k in labels)
-    return lambda labels: all(check(labels) for check in checks)
+            terms.append(_Term("exists", term))
+    return terms
+
+
+def _label_matcher(selector: str | None) -> Callable[[Mapping[str, str]], bool]:
+    terms = _parse_selector(selector)
+    return lambda labels: all(term.check(labels.get(term.key)) for term in terms)
+
+
+def _field_value(obj: Mapping[str, Any], path: str) -> str:
+    node: Any = obj
+    for part in path.split("."):
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return "" if node is None else str(node)
 
 
 def _field_matcher(selector: str | None) -> Callable[[Mapping[str, Any]], bool]:
-    if not selector:
-        return lambda obj: True
-    checks: list[Callable[[Mapping[str, Any]], bool]] = []
-
-    def lookup(obj: Mapping[str, Any], path: str) -> str:
-        node: Any = obj
-        for part in path.split("."):
-            node = node.get(part) if isinstance(node, Mapping) else None
-        return "" if node is None else str(node)
-
-    for raw in selector.split(","):
-        term = raw.strip()
-        if "!=" in term:
-            path, value = term.split("!=", 1)
-            checks.append(lambda obj, p=path, v=value: lookup(obj, p) != v)
-        elif "=" in term:
-            path, value = term.replace("==", "=").split("=", 1)
-            checks.append(lambda obj, p=path, v=value: lookup(obj, p) == v)
-    return lambda obj: all(check(obj) for check in checks)
+    terms = _parse_selector(selector)
+    return lambda obj: all(term.check(_field_value(obj, term.key)) for term in terms)
 
 
 # --- request routing -------------------------------------------------------------------------
@@ -710,7 +717,7 @@ class ApiServer(kmock.KubernetesEmulator):
         containers = template.get("spec", {}).get("containers", [])
         for index in range(replicas):
             pod_name = f"{name}-{pod_hash}-{index}"
-            pod: JsonObj = {
+            new_pod: JsonObj = {
                 "metadata": {
                     "name": pod_name,
                     "labels": dict(template.get("metadata", {}).get("labels") or {}, **{"pod-template-hash": pod_hash}),
@@ -721,7 +728,7 @@ class ApiServer(kmock.KubernetesEmulator):
                 "spec": copy.deepcopy(template.get("spec", {})),
                 "status": _pod_status(containers, problem),
             }
-            self._put(("", "v1", "pods", namespace, pod_name), self._new_meta(pod, "", "v1", "pods", namespace))
+            self._put(("", "v1", "pods", namespace, pod_name), self._new_meta(new_pod, "", "v1", "pods", namespace))
 
     # ---- for the test thread ----------------------------------------------------------------
 
@@ -930,3 +937,21 @@ class KubeEmulator:
         """(method, path with query) of every request served so far."""
         for request in list(self.api._requests):
             yield request.method.value, str(request.url.relative())
+
+    # ---- a driver for it --------------------------------------------------------------------
+
+    def helm_driver(self, *, helm: str | Path, kubectl: str | Path, chart: str | Path, **kwargs: Any) -> HelmDriver:
+        """A HelmDriver pointed at this emulator, with the two flags the emulator needs
+        (``--server-side=false``, ``--disable-openapi-validation``); never production defaults."""
+        from modelport.deploy.helm import HelmDriver
+
+        kwargs.setdefault("work_dir", self.directory / "helm-work")
+        return HelmDriver(
+            helm_bin=str(helm),
+            kubectl_bin=str(kubectl),
+            kubeconfig=self.kubeconfig,
+            chart=chart,
+            server_side="false",
+            openapi_validation=False,
+            **kwargs,
+        )

@@ -44,7 +44,7 @@ from modelport.deploy.driver import (
 )
 from modelport.settings import Settings, get_settings
 
-logger = Logger(service="modelport", child=True)
+logger = Logger(service="modelport")
 
 LAYER_HELM = "/opt/helm/helm"
 LAYER_KUBECTL = "/opt/kubectl/kubectl"
