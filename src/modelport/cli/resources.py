@@ -1,0 +1,228 @@
+"""``modelport models|versions|deployments ...`` and ``modelport deploy``: thin commands over the API."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from modelport.cli import app
+from modelport.cli import output as o
+from modelport.cli.client import ApiClient, CliError, ExitCode, WaitTimedOut, handle_errors, wait_until
+
+models = typer.Typer(no_args_is_help=True, help="Models: named collections of versions.", epilog=o.EPILOG)
+versions = typer.Typer(no_args_is_help=True, help="Versions of a model and their artifacts.", epilog=o.EPILOG)
+deployments = typer.Typer(no_args_is_help=True, help="Deployments: versions served at a URL.", epilog=o.EPILOG)
+app.add_typer(models, name="models")
+app.add_typer(versions, name="versions")
+app.add_typer(deployments, name="deployments")
+
+Id = Annotated[int, typer.Argument(min=1, show_default=False)]
+
+# ------------------------------------------------------------------------------------------ models
+
+
+@models.command("create", epilog=o.EPILOG)
+@handle_errors
+def models_create(
+    name: Annotated[str, typer.Argument(help="letters, digits, '.', '_', '-'")],
+    description: Annotated[str | None, typer.Option("--description", "-d", help="a line about the model")] = None,
+    json_: o.JsonOption = False,
+) -> None:
+    """Create a model."""
+    with ApiClient.from_config() as api:
+        model = api.create_model(name, description)
+    if json_:
+        o.print_json(model)
+    else:
+        o.done(f"model [bold]{escape(model['name'])}[/bold] created with id {model['id']}")
+        o.model_details(model)
+
+
+@models.command("list", epilog=o.EPILOG)
+@handle_errors
+def models_list(json_: o.JsonOption = False) -> None:
+    """List your models (every page; --json prints a JSON array)."""
+    with ApiClient.from_config() as api:
+        items = api.list_models()
+    o.emit(json_, items, o.models_table)
+
+
+@models.command("show", epilog=o.EPILOG)
+@handle_errors
+def models_show(model_id: Id, json_: o.JsonOption = False) -> None:
+    """Show one model."""
+    with ApiClient.from_config() as api:
+        model = api.get_model(model_id)
+    o.emit(json_, model, o.model_details)
+
+
+@models.command("delete", epilog=o.EPILOG)
+@handle_errors
+def models_delete(model_id: Id) -> None:
+    """Delete a model, its versions and their artifacts (refused while a version is deployed)."""
+    with ApiClient.from_config() as api:
+        api.delete_model(model_id)
+    o.done(f"model {model_id} deleted")
+
+
+# ---------------------------------------------------------------------------------------- versions
+
+
+@versions.command("create", epilog=o.EPILOG)
+@handle_errors
+def versions_create(
+    model_id: Id,
+    version: Annotated[str | None, typer.Option("--version", "-v", help="a label; default: the next number")] = None,
+    json_: o.JsonOption = False,
+) -> None:
+    """Create a version (PENDING_UPLOAD) of a model; `modelport upload` creates and uploads in one go."""
+    with ApiClient.from_config() as api:
+        created = api.create_version(model_id, version)
+    if json_:
+        o.print_json(created)
+    else:
+        o.done(f"version {created['id']} ({escape(created['version'])}) of model {model_id} created")
+        o.version_details(created)
+
+
+@versions.command("list", epilog=o.EPILOG)
+@handle_errors
+def versions_list(model_id: Id, json_: o.JsonOption = False) -> None:
+    """List a model's versions."""
+    with ApiClient.from_config() as api:
+        items = api.list_versions(model_id)
+    o.emit(json_, items, o.versions_table)
+
+
+@versions.command("show", epilog=o.EPILOG)
+@handle_errors
+def versions_show(version_id: Id, json_: o.JsonOption = False) -> None:
+    """Show one version: status, S3 path, sizes and checksums."""
+    with ApiClient.from_config() as api:
+        version = api.get_version(version_id)
+    o.emit(json_, version, o.version_details)
+
+
+# ------------------------------------------------------------------------------------- deployments
+
+FINAL_DEPLOYMENT = frozenset({"READY", "FAILED"})
+
+
+def wait_for_deployment(api: ApiClient, deployment: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """A live status line until READY or FAILED; CliError 4 on FAILED, 5 on timeout."""
+    deployment_id = deployment["id"]
+    seen: list[str] = []
+
+    def show(d: dict[str, Any]) -> None:
+        text = f"deployment {deployment_id}: {o.status_text(d.get('status'))}"
+        if d.get("status_message"):
+            text += f" [dim]{escape(str(d['status_message']))}[/dim]"
+        status.update(text)
+        if not o.err.is_terminal and d.get("status") not in seen[-1:]:
+            o.err.print(text)  # no live line off a terminal: one line per change instead
+        seen.append(str(d.get("status")))
+
+    with o.err.status(f"deployment {deployment_id}: waiting", spinner="dots") as status:
+        try:
+            final = wait_until(
+                lambda: api.get_deployment(deployment_id), lambda d: d.get("status") in FINAL_DEPLOYMENT,
+                timeout, on_poll=show,
+            )
+        except WaitTimedOut as exc:
+            last = exc.last.get("status", "?")
+            raise CliError(
+                f"timed out after {timeout:g}s waiting for deployment {deployment_id} to be READY; it is {last}. "
+                f"It may still finish: `modelport deployments show {deployment_id}`",
+                ExitCode.TIMEOUT,
+            ) from None
+    if final["status"] == "FAILED":
+        reason = final.get("status_message") or "no reason recorded"
+        raise CliError(f"deployment {deployment_id} FAILED: {reason}", ExitCode.FAILED)
+    return final
+
+
+@app.command("deploy", epilog=o.EPILOG)
+@handle_errors
+def deploy(
+    version_id: Id,
+    replicas: Annotated[int, typer.Option("--replicas", "-r", min=1, help="model server replicas")] = 1,
+    wait: Annotated[bool, typer.Option("--wait", "-w", help="wait until READY or FAILED, then print the URL")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", min=0, help="seconds --wait waits")] = 600.0,
+    json_: o.JsonOption = False,
+) -> None:
+    """Deploy a READY version; prints the deployment (and, with --wait, its URL once it serves)."""
+    with ApiClient.from_config() as api:
+        created = api.create_deployment(version_id, replicas)
+        if not json_:
+            o.done(f"deployment {created['id']} of version {version_id} created ({created['status']})")
+        final = wait_for_deployment(api, created, timeout) if wait else created
+    if json_:
+        o.print_json(final)
+    elif wait:
+        o.done(f"deployment {final['id']} is [green]READY[/green]")
+        o.out.print(escape(final["url"]), soft_wrap=True)
+    else:
+        o.deployment_details(final)
+
+
+@deployments.command("list", epilog=o.EPILOG)
+@handle_errors
+def deployments_list(json_: o.JsonOption = False) -> None:
+    """List your deployments."""
+    with ApiClient.from_config() as api:
+        items = api.list_deployments()
+    o.emit(json_, items, o.deployments_table)
+
+
+@deployments.command("show", epilog=o.EPILOG)
+@handle_errors
+def deployments_show(deployment_id: Id, json_: o.JsonOption = False) -> None:
+    """Show one deployment: status, URL, version, replicas."""
+    with ApiClient.from_config() as api:
+        deployment = api.get_deployment(deployment_id)
+    o.emit(json_, deployment, o.deployment_details)
+
+
+@deployments.command("scale", epilog=o.EPILOG)
+@handle_errors
+def deployments_scale(
+    deployment_id: Id,
+    replicas: Annotated[int, typer.Argument(min=1, help="the new number of replicas", show_default=False)],
+    json_: o.JsonOption = False,
+) -> None:
+    """Change a deployment's replicas (the deployer rolls it out)."""
+    with ApiClient.from_config() as api:
+        deployment = api.scale_deployment(deployment_id, replicas)
+    if json_:
+        o.print_json(deployment)
+    else:
+        o.done(f"deployment {deployment_id} scaled to {deployment['replicas']} replicas ({deployment['status']})")
+
+
+@deployments.command("delete", epilog=o.EPILOG)
+@handle_errors
+def deployments_delete(
+    deployment_id: Id,
+    wait: Annotated[bool, typer.Option("--wait", "-w", help="wait until the deployment is gone")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", min=0, help="seconds --wait waits")] = 300.0,
+    json_: o.JsonOption = False,
+) -> None:
+    """Delete a deployment (it goes DELETING; the deployer removes it)."""
+    with ApiClient.from_config() as api:
+        deployment = api.delete_deployment(deployment_id)
+        if wait:
+            with o.err.status(f"deployment {deployment_id}: deleting", spinner="dots"):
+                try:
+                    wait_until(lambda: api.deployment_gone(deployment_id), bool, timeout)
+                except WaitTimedOut:
+                    raise CliError(
+                        f"timed out after {timeout:g}s waiting for deployment {deployment_id} to be removed; "
+                        f"it is still DELETING: `modelport deployments show {deployment_id}`",
+                        ExitCode.TIMEOUT,
+                    ) from None
+    if json_:
+        o.print_json(deployment)
+    else:
+        o.done(f"deployment {deployment_id} {'deleted' if wait else 'is being deleted (DELETING)'}")
