@@ -1,0 +1,397 @@
+"""The model server over real HTTP: `python -m modelport.serving` as a process, every protocol.
+
+Models are trained here (iris logistic regression; a 100-tree random forest on 20 features) and
+every answer is compared with the model's own in-process answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+import joblib
+import numpy as np
+import pytest
+from sklearn.datasets import load_iris
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+
+from modelport.local.processes import ServerProcess, free_port, start
+from modelport.serving import READY_PATH, server_argv, server_env
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+PREFIX = "/api/v1/predict/7"
+
+
+# --- helpers -----------------------------------------------------------------------------------------
+
+
+def launch(
+    tmp: Path, model_uri: str, *, name: str = "model", root_path: str = "", extra: dict[str, str] | None = None,
+    ready: bool = True,
+) -> ServerProcess:
+    port = free_port()
+    env = server_env(model_uri, port=port, name=name, root_path=root_path, cache_dir=str(tmp / "cache"), extra=extra)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    env.setdefault("MAX_REQUEST_BYTES", str(1024 * 1024))
+    proc = start(f"model-server-{port}", server_argv(), port, log_dir=tmp, cwd=REPO, env=env)
+    proc.wait_ready(60)
+    if ready:
+        wait_until_ready(proc)
+    return proc
+
+
+def wait_until_ready(proc: ServerProcess, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=proc.url, timeout=5) as client:
+        while time.monotonic() < deadline:
+            if proc.process.poll() is not None:
+                raise RuntimeError(f"server exited: {proc.log_tail()}")
+            if client.get(READY_PATH).status_code == 200:
+                return
+            time.sleep(0.05)
+    raise TimeoutError(f"server not ready: {proc.log_tail()}")
+
+
+def exit_message(proc: ServerProcess, timeout: float = 120.0) -> tuple[int, str]:
+    code = proc.process.wait(timeout)
+    assert proc.log_path is not None
+    return code, proc.log_path.read_text()
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --- models and servers ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("models")
+    x_iris, y_iris = load_iris(return_X_y=True)
+    iris = LogisticRegression(max_iter=500).fit(x_iris, y_iris)
+    rng = np.random.default_rng(7)
+    x_rf = rng.normal(size=(400, 20))
+    y_rf = (x_rf[:, 0] + x_rf[:, 3] * x_rf[:, 5] > 0).astype(np.int64)
+    forest = RandomForestClassifier(n_estimators=100, random_state=0).fit(x_rf, y_rf)
+    joblib.dump(iris, root / "iris.joblib")
+    joblib.dump(forest, root / "forest.joblib")
+    return {"root": root, "iris": iris, "x_iris": x_iris, "forest": forest, "x_rf": x_rf[:50]}
+
+
+@pytest.fixture(scope="module")
+def iris_server(models: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    path = models["root"] / "iris.joblib"
+    proc = launch(tmp_path_factory.mktemp("iris-server"), str(path), name="iris", root_path=PREFIX,
+                  extra={"MODEL_SHA256": sha256(path)})
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def forest_server(models: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = launch(tmp_path_factory.mktemp("forest-server"), str(models["root"] / "forest.joblib"), name="forest")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture()
+def iris(iris_server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=iris_server.url, timeout=10) as client:
+        yield client
+
+
+# --- every protocol gives the model's own answers ---------------------------------------------------
+
+
+@pytest.mark.parametrize("prefix", ["", PREFIX])
+def test_seed_predict_and_proba(iris: httpx.Client, models: dict[str, Any], prefix: str) -> None:
+    x = models["x_iris"][::10]
+    model = models["iris"]
+    answer = iris.post(f"{prefix}/predict", json={"instances": x.tolist()})
+    assert answer.status_code == 200
+    assert answer.json() == {"predictions": model.predict(x).tolist()}
+    inputs = iris.post(f"{prefix}/predict", json={"inputs": x.tolist()}).json()
+    assert inputs["predictions"] == model.predict(x).tolist()
+    proba = iris.post(f"{prefix}/predict", params={"proba": "true"}, json={"instances": x.tolist()}).json()
+    assert np.allclose(proba["predictions"], model.predict_proba(x), rtol=1e-12, atol=0)
+    proba2 = iris.post(f"{prefix}/predict", json={"instances": x.tolist(), "parameters": {"proba": True}}).json()
+    assert np.allclose(proba2["predictions"], model.predict_proba(x), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("prefix", ["", PREFIX])
+def test_kserve_v1(iris: httpx.Client, models: dict[str, Any], prefix: str) -> None:
+    x = models["x_iris"][5::15]
+    assert iris.get(f"{prefix}/v1/models").json() == {"models": ["iris"]}
+    assert iris.get(f"{prefix}/v1/models/iris").json() == {"name": "iris", "ready": True}
+    answer = iris.post(f"{prefix}/v1/models/iris:predict", json={"instances": x.tolist()})
+    assert answer.json() == {"predictions": models["iris"].predict(x).tolist()}
+    missing = iris.post(f"{prefix}/v1/models/other:predict", json={"instances": x.tolist()})
+    assert missing.status_code == 404 and "other" in missing.json()["error"]
+
+
+@pytest.mark.parametrize("prefix", ["", PREFIX])
+@pytest.mark.parametrize("versioned", [False, True])
+def test_open_inference_v2(iris: httpx.Client, models: dict[str, Any], prefix: str, versioned: bool) -> None:
+    x = models["x_iris"][3::25]
+    model = models["iris"]
+    base = f"{prefix}/v2/models/iris" + ("/versions/1" if versioned else "")
+    assert iris.get(f"{prefix}/v2/health/live").json() == {"live": True}
+    assert iris.get(f"{prefix}/v2/health/ready").json() == {"ready": True}
+    assert iris.get(f"{prefix}/v2").json()["name"] == "modelport"
+    assert iris.get(f"{base}/ready").json() == {"name": "iris", "ready": True}
+    meta = iris.get(base).json()
+    assert meta["name"] == "iris" and meta["platform"] == "sklearn"
+    assert meta["inputs"][0]["shape"] == [-1, 4]
+    assert meta["outputs"][0]["datatype"] == "INT64"
+    assert meta["parameters"]["classes"] == [0, 1, 2]
+    request = {
+        "id": "42",
+        "inputs": [{"name": "input-0", "shape": list(x.shape), "datatype": "FP64", "data": x.ravel().tolist()}],
+        "outputs": [{"name": "output-0"}, {"name": "predict_proba"}],
+    }
+    answer = iris.post(f"{base}/infer", json=request).json()
+    assert answer["model_name"] == "iris" and answer["id"] == "42"
+    labels, proba = answer["outputs"]
+    assert labels == {"name": "output-0", "shape": [len(x)], "datatype": "INT64", "data": model.predict(x).tolist()}
+    assert proba["shape"] == [len(x), 3] and proba["datatype"] == "FP64"
+    assert np.allclose(np.reshape(proba["data"], (len(x), 3)), model.predict_proba(x), rtol=1e-12, atol=0)
+    nested = dict(request, inputs=[dict(request["inputs"][0], data=x.tolist())], outputs=None)
+    assert iris.post(f"{base}/infer", json=nested).json()["outputs"][0]["data"] == model.predict(x).tolist()
+
+
+def test_forest_every_protocol(forest_server: ServerProcess, models: dict[str, Any]) -> None:
+    x = models["x_rf"]
+    forest = models["forest"]
+    with httpx.Client(base_url=forest_server.url, timeout=30) as client:
+        labels = client.post("/predict", json={"instances": x.tolist()}).json()["predictions"]
+        assert labels == forest.predict(x).tolist()
+        proba = client.post("/predict?proba=1", json={"instances": x.tolist()}).json()["predictions"]
+        assert np.allclose(proba, forest.predict_proba(x))
+        v1 = client.post("/v1/models/forest:predict", json={"instances": x[:1].tolist()}).json()
+        assert v1["predictions"] == forest.predict(x[:1]).tolist()
+        v2 = client.post("/v2/models/forest/infer", json={
+            "inputs": [{"name": "input-0", "shape": [1, 20], "datatype": "FP32", "data": x[0].tolist()}]}).json()
+        assert v2["outputs"][0]["data"] == forest.predict(x[:1]).tolist()
+        assert client.get("/v2/models/forest").json()["inputs"][0]["shape"] == [-1, 20]
+
+
+async def test_concurrent_single_rows_are_batched_and_correct(
+    forest_server: ServerProcess, models: dict[str, Any]
+) -> None:
+    x = models["x_rf"]
+    forest = models["forest"]
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(base_url=forest_server.url, timeout=30, limits=limits) as client:
+        answers = await asyncio.gather(*(
+            client.post("/predict?proba=true", json={"instances": [x[i % len(x)].tolist()]}) for i in range(200)
+        ))
+        metrics = (await client.get("/metrics")).text
+    got = np.array([a.json()["predictions"][0] for a in answers])
+    expected = forest.predict_proba(np.array([x[i % len(x)] for i in range(200)]))
+    assert np.allclose(got, expected)
+    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in metrics.splitlines()
+              if line.startswith("modelport_batch_requests_")}
+    assert values["modelport_batch_requests_count"] < values["modelport_batch_requests_sum"]  # some merged
+
+
+# --- bad input: a clear 400/413, and the server keeps serving -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        (b'{"instances": [[1, 2, 3]]}', 400, "expected 4 features per row, got 3"),
+        (b'{"instances": [[1, 2, 3, "x"]]}', 400, "non-numeric value 'x'"),
+        (b'{"instances": [[1, 2, 3, 4], [1, 2]]}', 400, "different lengths"),
+        (b'{"instances": [1, 2, 3, 4]}', 400, "flat list"),
+        (b'{"instances": []}', 400, "empty"),
+        (b'{"rows": [[1, 2, 3, 4]]}', 400, "needs 'instances'"),
+        (b'{"instances": [[1, 2, 3, 4]]', 400, "malformed JSON"),
+        (b"[1, 2]", 400, "JSON object"),
+    ],
+)
+def test_bad_input_is_named(iris: httpx.Client, body: bytes, status: int, words: str) -> None:
+    for path in ("/predict", f"{PREFIX}/predict"):
+        answer = iris.post(path, content=body, headers={"content-type": "application/json"})
+        assert answer.status_code == status
+        payload = answer.json()
+        assert words in payload["message"] and payload["code"] == "bad_input"
+    v1 = iris.post("/v1/models/iris:predict", content=body)
+    assert v1.status_code == status and words in v1.json()["error"] and set(v1.json()) == {"error"}
+    assert iris.post("/predict", json={"instances": [[5.1, 3.5, 1.4, 0.2]]}).json() == {"predictions": [0]}
+
+
+def test_bad_v2_tensors(iris: httpx.Client) -> None:
+    def infer(tensor: dict[str, Any], **extra: Any) -> httpx.Response:
+        return iris.post("/v2/models/iris/infer", json={"inputs": [tensor], **extra})
+
+    short = infer({"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3]})
+    assert short.status_code == 400 and "has 3 values, but shape [1, 4] needs 4" in short.json()["error"]
+    narrow = infer({"name": "input-0", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]})
+    assert "expected 4 features" in narrow.json()["error"]
+    text = infer({"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": ["a", "b", "c", "d"]})
+    assert text.status_code == 400 and "non-numeric" in text.json()["error"]
+    unknown = infer({"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]},
+                    outputs=[{"name": "nope"}])
+    assert unknown.status_code == 400 and "unknown output 'nope'" in unknown.json()["error"]
+    assert iris.post("/v2/models/other/infer", json={}).status_code == 404
+
+
+def test_oversized_body_is_413(iris: httpx.Client) -> None:
+    rows = [[1.0, 2.0, 3.0, 4.0]] * 60_000  # > 1 MiB (MAX_REQUEST_BYTES of these servers)
+    answer = iris.post("/predict", json={"instances": rows})
+    assert answer.status_code == 413 and "limit" in answer.json()["message"]
+    assert iris.post("/predict", json={"instances": rows[:10]}).status_code == 200
+
+
+def test_health_and_metrics(iris: httpx.Client) -> None:
+    assert iris.get("/healthz").json() == {"live": True}
+    assert iris.get(f"{PREFIX}/readyz").json() == {"ready": True}
+    text = iris.get("/metrics").text
+    for name in ("modelport_requests_total", "modelport_errors_total", "modelport_request_duration_seconds_bucket",
+                 "modelport_batch_rows_bucket", "modelport_model_load_seconds", "modelport_model_ready 1.0"):
+        assert name in text
+
+
+# --- not ready, failing, refusing ------------------------------------------------------------------
+
+
+def _wait_for_gate(gate: str, model: Any) -> Any:
+    """Unpickling helper: the model is 'loading' until the test creates the gate file."""
+    while not os.path.exists(gate):
+        time.sleep(0.02)
+    return model
+
+
+class GatedModel:
+    def __init__(self, gate: Path, model: Any) -> None:
+        self.gate, self.model = str(gate), model
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_wait_for_gate, (self.gate, self.model))
+
+
+def test_not_ready_until_loaded(models: dict[str, Any], tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    joblib.dump(GatedModel(gate, models["iris"]), tmp_path / "slow.joblib")
+    proc = launch(tmp_path, str(tmp_path / "slow.joblib"), name="iris", ready=False)
+    try:
+        with httpx.Client(base_url=proc.url, timeout=5) as client:
+            assert client.get("/healthz").status_code == 200
+            assert client.get("/readyz").status_code == 503
+            assert client.get("/v2/health/ready").status_code == 503
+            assert client.get("/v2/models/iris/ready").status_code == 503
+            assert client.get("/v1/models/iris").status_code == 503
+            seed = client.post("/predict", json={"instances": [[1, 2, 3, 4]]})
+            assert seed.status_code == 503 and seed.json()["code"] == "not_ready"
+            v1 = client.post("/v1/models/iris:predict", json={"instances": [[1, 2, 3, 4]]})
+            assert v1.json() == {"error": "Model iris is not ready yet."}
+            gate.touch()
+            wait_until_ready(proc)
+            assert client.post("/predict", json={"instances": [[5.1, 3.5, 1.4, 0.2]]}).json() == {"predictions": [0]}
+    finally:
+        proc.stop()
+
+
+def test_unloadable_model_exits_with_a_clear_message(tmp_path: Path) -> None:
+    (tmp_path / "model.joblib").write_bytes(b"not a model at all")
+    proc = launch(tmp_path, str(tmp_path / "model.joblib"), ready=False)
+    code, log = exit_message(proc)
+    assert code == 1
+    assert "cannot serve model 'model': Cannot load the model file model.joblib: it is not a readable joblib" in log
+    assert "Traceback" not in log
+
+
+def test_sha256_mismatch_is_refused(models: dict[str, Any], tmp_path: Path) -> None:
+    proc = launch(tmp_path, str(models["root"] / "iris.joblib"), ready=False, extra={"MODEL_SHA256": "0" * 64})
+    code, log = exit_message(proc)
+    assert code == 1 and f"but {'0' * 64} was expected" in log and "Refusing to load it" in log
+
+
+def test_requirements_pinning_a_missing_version_exit(models: dict[str, Any], tmp_path: Path) -> None:
+    (tmp_path / "requirements.txt").write_text("scikit-learn==0.0.1\n")
+    proc = launch(tmp_path, str(models["root"] / "iris.joblib"), ready=False,
+                  extra={"REQUIREMENTS_URI": str(tmp_path / "requirements.txt")})
+    code, log = exit_message(proc)
+    assert code == 1
+    assert "Cannot install the model's requirements.txt (scikit-learn==0.0.1 (server has" in log
+    assert "Traceback" not in log
+
+
+def test_requirements_refused_line_exits(models: dict[str, Any], tmp_path: Path) -> None:
+    (tmp_path / "requirements.txt").write_text("numpy\n--extra-index-url https://evil.example/simple\n")
+    proc = launch(tmp_path, str(models["root"] / "iris.joblib"), ready=False,
+                  extra={"REQUIREMENTS_URI": str(tmp_path / "requirements.txt")})
+    code, log = exit_message(proc)
+    assert code == 1 and "requirements.txt line 2" in log and "options (--extra-index-url)" in log
+
+
+class SixVersion:
+    """A model whose answer is the version of `six` it sees at predict time."""
+
+    n_features_in_ = 1
+
+    def predict(self, x: Any) -> list[str]:
+        import importlib.metadata
+
+        import six
+
+        return [f"{six.__version__}|{importlib.metadata.version('six')}"] * len(x)
+
+
+def test_requirements_pin_differing_from_the_server_is_installed(tmp_path: Path) -> None:
+    import six
+
+    wanted = "1.16.0" if six.__version__ != "1.16.0" else "1.15.0"
+    joblib.dump(SixVersion(), tmp_path / "model.joblib")
+    (tmp_path / "requirements.txt").write_text(f"six=={wanted}\nscikit-learn\n")
+    extra = {"REQUIREMENTS_URI": str(tmp_path / "requirements.txt")}
+    for cached in (False, True):  # the second start reuses the environment cached by the file's hash
+        proc = launch(tmp_path, str(tmp_path / "model.joblib"), extra=extra)
+        try:
+            with httpx.Client(base_url=proc.url, timeout=10) as client:
+                answer = client.post("/predict", json={"instances": [[0]]}).json()
+                assert answer == {"predictions": [f"{wanted}|{wanted}"]}
+                environment = client.get("/").json()["environment"]
+                assert environment["installed"] == [f"six=={wanted}"] and environment["cached"] is cached
+        finally:
+            proc.stop()
+        log = proc.log_path.read_text() if proc.log_path else ""
+        said = "using cached environment" if cached else "installed into"
+        assert f"{said} {tmp_path / 'cache' / 'envs'}" in log and f"six=={wanted}" in log
+
+
+# --- S3 / MinIO -------------------------------------------------------------------------------------
+
+
+def test_loads_from_s3(moto_server: ServerProcess, models: dict[str, Any], tmp_path: Path) -> None:
+    s3 = boto3.client("s3", endpoint_url=moto_server.url, region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3.create_bucket(Bucket="serving-models")
+    path = models["root"] / "iris.joblib"
+    s3.upload_file(str(path), "serving-models", "models/1/versions/1/model.joblib")
+    store = {"MINIO_ENDPOINT": f"127.0.0.1:{moto_server.port}", "MINIO_ACCESS_KEY": "testing",
+             "MINIO_SECRET_KEY": "testing", "MINIO_USE_SSL": "false", "MODEL_SHA256": sha256(path)}
+    key = "serving-models/models/1/versions/1/model.joblib"
+    for uri in (f"s3://{key}", key):
+        proc = launch(tmp_path / uri.split(":")[0], uri, name="iris", extra=store)
+        try:
+            x = models["x_iris"][::7]
+            answer = httpx.post(f"{proc.url}/predict", json={"instances": x.tolist()}).json()
+            assert answer == {"predictions": models["iris"].predict(x).tolist()}
+        finally:
+            proc.stop()
+    missing = launch(tmp_path / "missing", "s3://serving-models/nope/model.joblib", extra=store, ready=False)
+    code, log = exit_message(missing)
+    assert code == 1 and "s3://serving-models/nope/model.joblib" in log and "does not exist" in log
