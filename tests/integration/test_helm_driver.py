@@ -4,6 +4,7 @@ the real charts/model-serving chart."""
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -286,3 +287,36 @@ def test_pod_reason_prefers_the_telling_reason() -> None:
     }
     assert pod_reason_from(pods) == "pod p2: ErrImagePull: not found"
     assert pod_reason_from({"items": []}) is None
+
+
+def test_a_release_left_pending_by_a_killed_helm_is_cleared(
+    kube_cluster: KubeEmulator, tools: Tools, chart: Path
+) -> None:
+    driver = kube_cluster.helm_driver(helm=tools.helm, kubectl=tools.kubectl, chart=chart, stale_lock_seconds=0)
+    kube_cluster.readiness = ready_unless_bad_image
+    spec = make_spec()
+    values = kube_cluster.directory / "values.json"
+    values.write_text(json.dumps(chart_values(spec.model_copy(update={"image": BAD_IMAGE}))))
+    helm = subprocess.Popen(
+        [
+            str(tools.helm), "upgrade", "--install", spec.release, str(chart), "-n", spec.namespace,
+            "--create-namespace", "--wait=watcher", "--timeout", "60s", "-f", str(values),
+            "--server-side=false", "--disable-openapi-validation",
+        ],
+        env=driver._env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        kube_cluster.wait_for(
+            "Deployment", spec.namespace, lambda deployments: any("status" in d for d in deployments), timeout=30
+        )
+    finally:
+        helm.kill()
+        helm.wait()
+    status = driver.status(spec.namespace, spec.release)
+    assert status is not None and status.phase == ReleasePhase.PENDING
+
+    deployed = driver.deploy(spec)
+
+    assert deployed.phase == ReleasePhase.DEPLOYED
+    deployment = kube_cluster.get("Deployment", spec.namespace, spec.release)
+    assert deployment is not None and image_of(deployment) == GOOD_IMAGE

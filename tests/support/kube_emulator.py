@@ -38,6 +38,7 @@ tests read the stored objects.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import datetime
 import gzip
@@ -923,6 +924,29 @@ class KubeEmulator:
             return self.api.snapshot(group, version, plural, namespace)
 
         return self._call(read())
+
+    def wait_for(
+        self, kind: str, namespace: str | None, predicate: Callable[[list[JsonObj]], bool], timeout: float = 30
+    ) -> list[JsonObj]:
+        """Wait (on the emulator's change notifications, no polling) until ``predicate`` holds for
+        the objects of a kind; return them. TimeoutError if it does not within ``timeout`` s."""
+        group, version, plural = self.api.resource_for(kind)
+
+        async def wait() -> list[JsonObj]:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while True:
+                changed = self.api._changed
+                objects = self.api.snapshot(group, version, plural, namespace)
+                if predicate(objects):
+                    return objects
+                if changed is None or loop.time() >= deadline:
+                    raise TimeoutError(f"{kind} objects never matched the condition")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), deadline - loop.time())
+
+        future: Future[list[JsonObj]] = asyncio.run_coroutine_threadsafe(wait(), self._loop)
+        return future.result(timeout=timeout + 5)
 
     def get(self, kind: str, namespace: str | None, name: str) -> JsonObj | None:
         for obj in self.objects(kind, namespace):

@@ -26,7 +26,7 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -364,6 +364,7 @@ class HelmDriver:
         openapi_validation: bool = True,
         extra_args: Sequence[str] = (),
         work_dir: str | Path | None = None,
+        stale_lock_seconds: float | None = None,
     ) -> None:
         self.settings = settings or get_settings()
         s = self.settings
@@ -374,6 +375,8 @@ class HelmDriver:
         self.server_side = server_side
         self.openapi_validation = openapi_validation
         self.extra_args = list(extra_args)
+        # a pending-* release older than this is a dead helm's lock (default: timeout + 2 x grace)
+        self.stale_lock_seconds = stale_lock_seconds
         self.work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="modelport-helm-"))
         self.work_dir.mkdir(parents=True, exist_ok=True)
 
@@ -456,6 +459,44 @@ class HelmDriver:
     # ---- the interface ----------------------------------------------------------------------
 
     def deploy(self, spec: DeploySpec) -> ReleaseStatus:
+        try:
+            return self._upgrade_install(spec)
+        except ClusterError as error:
+            if not (error.detail and _IN_PROGRESS.search(error.detail) and self._clear_stale_lock(spec)):
+                raise
+        return self._upgrade_install(spec)
+
+    def _clear_stale_lock(self, spec: DeploySpec) -> bool:
+        """A release left ``pending-*`` by a helm that was killed (e.g. a Lambda that timed out) blocks
+        every later operation. Once it is older than any live helm could be, undo it: roll back to
+        the last deployed revision, or uninstall a first install that never finished. True if done."""
+        status = self.status(spec.namespace, spec.release)
+        if status is None or status.phase != ReleasePhase.PENDING or status.updated_at is None:
+            return False
+        stale_after = (
+            self.stale_lock_seconds
+            if self.stale_lock_seconds is not None
+            else spec.timeout_seconds + 2 * SUBPROCESS_GRACE_SECONDS
+        )
+        age = (datetime.now(tz=UTC) - status.updated_at).total_seconds()
+        if age < stale_after:
+            return False
+        deployed_before = any(
+            entry.phase in (ReleasePhase.DEPLOYED, ReleasePhase.SUPERSEDED) and entry.revision != status.revision
+            for entry in self.history(spec.namespace, spec.release)
+        )
+        logger.warning(
+            "clearing a stale pending release",
+            extra={"release": spec.release, "namespace": spec.namespace, "age_seconds": int(age),
+                   "action": "rollback" if deployed_before else "uninstall"},
+        )  # fmt: skip
+        if deployed_before:
+            self.rollback(spec.namespace, spec.release)
+        else:
+            self.remove(spec.namespace, spec.release)
+        return True
+
+    def _upgrade_install(self, spec: DeploySpec) -> ReleaseStatus:
         labels = {MANAGED_LABEL: "true", DEPLOYMENT_ID_LABEL: str(spec.deployment_id), **spec.labels}
         values_dir = Path(tempfile.mkdtemp(prefix="values-", dir=self.work_dir))
         values_file = values_dir / "values.json"
