@@ -8,6 +8,7 @@ from __future__ import annotations
 import zlib
 from typing import IO
 
+from modelport.artifacts.pickle_scan import ScanError, scan_model_file
 from modelport.artifacts.storage import sha256_of
 from modelport.domain.errors import BadRequest, TooLarge
 from modelport.domain.requirements import parse_requirements
@@ -15,7 +16,9 @@ from modelport.settings import Settings
 
 #: how a file that joblib or pickle can load begins
 _PICKLE_PROTOCOL_MARK = 0x80  # protocol 2+ pickles start with PROTO
-_JOBLIB_COMPRESSED = (b"ZF", b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x28\xb5\x2f\xfd", b"\x04\x22\x4d\x18")
+_JOBLIB_COMPRESSED = (
+    b"ZF", b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"]\x00\x00", b"\x28\xb5\x2f\xfd", b"\x04\x22\x4d\x18"
+)
 
 
 class Inspected:
@@ -64,7 +67,28 @@ def inspect_model(stream: IO[bytes], settings: Settings) -> Inspected:
             "the model file is not a pickle or joblib file (save it with joblib.dump or pickle.dump)",
             code="not_a_model_file",
         )
+    check_pickle_safety(stream, settings)
     return found
+
+
+def check_pickle_safety(stream: IO[bytes], settings: Settings) -> None:
+    """Refuse a model that would import something dangerous when loaded; the file is never loaded.
+
+    ``unsafe_model``: a dangerous global (named in the message); ``unverifiable_model``: the file
+    cannot be followed statically to its end, so nothing can be said about it (fail closed).
+    """
+    try:
+        verdict = scan_model_file(stream, settings.max_upload_bytes)
+    except ScanError as exc:
+        raise BadRequest(f"the model file cannot be checked for safety: {exc}", code="unverifiable_model") from exc
+    finally:
+        stream.seek(0)
+    if not verdict.safe:
+        names = ", ".join(verdict.dangerous)
+        raise BadRequest(
+            f"unsafe model: loading it would import {names}, which can run arbitrary code; it was not loaded",
+            code="unsafe_model",
+        )
 
 
 def inspect_requirements(stream: IO[bytes], settings: Settings) -> Inspected:

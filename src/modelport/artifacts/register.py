@@ -8,6 +8,7 @@ from typing import IO
 from modelport.artifacts.checks import inspect_model, inspect_requirements
 from modelport.artifacts.storage import ObjectStore
 from modelport.domain.entities import Artifact, Version
+from modelport.domain.errors import Conflict
 from modelport.domain.paths import MODEL_FILE, REQUIREMENTS_FILE, artifact_key
 from modelport.store.repository import Store
 
@@ -25,8 +26,27 @@ def register_version(
     )
     if same and version.status.value == "READY":
         return version
-    return store.set_version_artifacts(
-        version.id, s3_path=objects.s3_path(model.key), model_artifact=model, requirements_artifact=requirements
+    try:
+        return store.set_version_artifacts(
+            version.id, s3_path=objects.s3_path(model.key), model_artifact=model, requirements_artifact=requirements
+        )
+    except Conflict:
+        # in use now: fine if what it holds is exactly this (the S3 event of this very upload got
+        # there first and auto-deployed it)
+        current = store.find_version(version.id)
+        if current is not None and current.id == version.id and _holds(current, objects, model, requirements):
+            return current
+        raise
+
+
+def _holds(version: Version, objects: ObjectStore, model: Artifact, requirements: Artifact | None) -> bool:
+    return (
+        version.status.value == "READY"
+        and version.model_artifact is not None
+        and version.model_artifact.sha256 == model.sha256
+        and (version.requirements_artifact.sha256 if version.requirements_artifact else None)
+        == (requirements.sha256 if requirements else None)
+        and version.s3_path == objects.s3_path(model.key)
     )
 
 
@@ -40,9 +60,7 @@ def upload_version(
     model_found = inspect_model(model_file, settings)
     req_found = inspect_requirements(requirements_file, settings) if requirements_file is not None else None
 
-    model_key = artifact_key(version.model_id, version.id, MODEL_FILE)
-    etag = objects.put(model_key, model_file, {"sha256": model_found.sha256})
-    model = Artifact(key=model_key, size=model_found.size, sha256=model_found.sha256, etag=etag)
+    # requirements first: the model's S3 event (which may auto-deploy) then finds the pair complete
     requirements = None
     req_key = artifact_key(version.model_id, version.id, REQUIREMENTS_FILE)
     if requirements_file is not None and req_found is not None:
@@ -50,4 +68,7 @@ def upload_version(
         requirements = Artifact(key=req_key, size=req_found.size, sha256=req_found.sha256, etag=req_etag)
     elif version.requirements_artifact is not None:
         objects.delete(req_key)  # a re-upload without requirements drops the old file
+    model_key = artifact_key(version.model_id, version.id, MODEL_FILE)
+    etag = objects.put(model_key, model_file, {"sha256": model_found.sha256})
+    model = Artifact(key=model_key, size=model_found.size, sha256=model_found.sha256, etag=etag)
     return register_version(store, objects, version, model, requirements)

@@ -416,8 +416,11 @@ class Store:
         )
 
     def create_deployment(
-        self, owner: str, version_id: int, replicas: int, *, follow_latest: bool = False
+        self, owner: str, version_id: int, replicas: int, *, follow_latest: bool = False,
+        once_key: str | None = None,
     ) -> Deployment:
+        """``once_key``: a guard item ``(VERSION#{id}, once_key)`` written in the same transaction,
+        so a repeated request (an S3 event delivered again) creates nothing: Conflict ``already_done``."""
         version = self._ready_version(owner, version_id)
         deployment_id = self.next_id("deployment")
         now = utcnow()
@@ -439,7 +442,14 @@ class Store:
                     actions=[ModelRecord.deployments.add(1)],
                     condition=ModelRecord.PK.exists(),
                 )
+                if once_key is not None:
+                    tx.save(
+                        GuardRecord(f"{schema.VERSION_PREFIX}{version_id}", once_key, ref=deployment_id, type="GUARD"),
+                        condition=GuardRecord.PK.does_not_exist(),
+                    )
         except TransactWriteError as exc:
+            if once_key is not None and _cancel_codes(exc)[3:4] == ["ConditionalCheckFailed"]:
+                raise Conflict(f"version {version_id} was already handled ({once_key})", code="already_done") from exc
             # the version changed (re-upload, rejection) or the model went between read and write
             current = self.find_version(version_id)
             if current is None:

@@ -1,0 +1,261 @@
+"""What an S3 ObjectCreated notification does: check the artifact, mark the version READY or
+REJECTED, and auto-deploy where the user asked for it.
+
+The logic of ``functions/artifacts`` (and of the local platform's S3-event poller): the handler
+parses the SQS batch and calls :meth:`ArtifactEvents.handle` for each object record.
+
+Rules:
+- keys are URL-decoded as AWS documents for S3 event keys (``unquote_plus``);
+- unknown keys, deleted versions and objects gone meanwhile are *permanent* conditions: logged and
+  skipped (the message is consumed, never retried); a model that fails a check is REJECTED with
+  the reason. Only transient trouble (S3 or DynamoDB unreachable, throttled) raises, so SQS
+  redelivers the message and finally moves it to the dead-letter queue;
+- the same object processed again changes nothing: its ETag (and then its sha256) match what the
+  version holds, ``register_version`` is a no-op for identical artifacts, and the auto-deploy
+  writes a guard item in the deployment's own transaction;
+- ``model.joblib`` and ``requirements.txt`` belong together. A presigned upload that announced a
+  requirements file carries ``x-amz-meta-requirements: true`` on the model; its event waits (is
+  skipped) until the requirements object exists, and the requirements event then processes the
+  pair. A requirements event without a model object does nothing: the model's event will.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from typing import IO, Any
+from urllib.parse import unquote_plus
+
+from aws_lambda_powertools import Logger
+from botocore.exceptions import ClientError
+
+from modelport.artifacts.checks import inspect_model, inspect_requirements
+from modelport.artifacts.register import register_version
+from modelport.artifacts.storage import CHUNK, ObjectStore
+from modelport.domain.entities import Artifact, DeploymentStatus, Version, VersionStatus
+from modelport.domain.errors import Conflict, ModelportError
+from modelport.domain.paths import MODEL_FILE, REQUIREMENTS_FILE, artifact_key, parse_artifact_key
+from modelport.store.repository import Store
+
+logger = Logger(service="modelport", child=True)
+
+AUTO_DEPLOY_META = "auto-deploy"  # x-amz-meta-auto-deploy
+REQUIREMENTS_META = "requirements"  # x-amz-meta-requirements: a requirements.txt comes with this model
+AUTODEPLOY_ONCE_KEY = "AUTODEPLOY"
+_MISSING = {"404", "NoSuchKey", "NotFound"}
+_SUPERSEDED = {"412", "PreconditionFailed"}
+
+
+@dataclass(frozen=True)
+class ObjectCreated:
+    """One S3 ObjectCreated record, key already decoded."""
+
+    bucket: str
+    key: str
+    size: int | None = None
+    etag: str | None = None
+    event_name: str = "ObjectCreated:Put"
+
+
+@dataclass
+class Outcome:
+    """What one record did: ``ready``, ``rejected``, ``unchanged``, ``waiting`` or ``skipped``."""
+
+    action: str
+    reason: str = ""
+    version_id: int | None = None
+    deployments_created: list[int] = field(default_factory=list)
+    deployments_moved: list[int] = field(default_factory=list)
+
+
+def decode_key(raw: str) -> str:
+    """An S3 event's object key as the object is named (``+`` is a space, ``%2F`` a slash)."""
+    return unquote_plus(raw)
+
+
+def object_records(notification: dict[str, Any]) -> list[ObjectCreated]:
+    """The ObjectCreated records of one S3 notification (an ``s3:TestEvent`` has none)."""
+    if notification.get("Event") == "s3:TestEvent":
+        return []
+    found: list[ObjectCreated] = []
+    for record in notification.get("Records") or []:
+        if not str(record.get("eventName", "")).startswith("ObjectCreated"):
+            continue
+        s3 = record.get("s3") or {}
+        obj = s3.get("object") or {}
+        if "key" not in obj:
+            continue
+        found.append(
+            ObjectCreated(
+                bucket=str((s3.get("bucket") or {}).get("name", "")),
+                key=decode_key(str(obj["key"])),
+                size=int(obj["size"]) if obj.get("size") is not None else None,
+                etag=str(obj["eTag"]).strip('"') if obj.get("eTag") else None,
+                event_name=str(record.get("eventName")),
+            )
+        )
+    return found
+
+
+def _missing(exc: ClientError) -> bool:
+    return str(exc.response.get("Error", {}).get("Code")) in _MISSING
+
+
+class ArtifactEvents:
+    def __init__(self, store: Store, objects: ObjectStore) -> None:
+        self.store = store
+        self.objects = objects
+        self.settings = store.settings
+
+    # ------------------------------------------------------------------ S3
+    def _head(self, key: str) -> dict[str, Any] | None:
+        try:
+            head: dict[str, Any] = self.objects.client.head_object(Bucket=self.objects.bucket, Key=key)
+        except ClientError as exc:
+            if _missing(exc):
+                return None
+            raise
+        return head
+
+    def _download(self, key: str, etag: str | None, into: IO[bytes]) -> bool:
+        """The object's bytes as they were when headed; False when it changed or went meanwhile."""
+        kwargs: dict[str, Any] = {"Bucket": self.objects.bucket, "Key": key}
+        if etag:
+            kwargs["IfMatch"] = f'"{etag}"'
+        try:
+            body = self.objects.client.get_object(**kwargs)["Body"]
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code"))
+            if code in _MISSING or code in _SUPERSEDED:
+                return False
+            raise
+        while chunk := body.read(CHUNK):
+            into.write(chunk)
+        into.seek(0)
+        return True
+
+    # ------------------------------------------------------------------ one record
+    def handle(self, event: ObjectCreated) -> Outcome:
+        parsed = parse_artifact_key(event.key)
+        if parsed is None or parsed[2] not in (MODEL_FILE, REQUIREMENTS_FILE):
+            return self._skip(f"not an artifact key: {event.key!r}", event)
+        if event.bucket and event.bucket != self.objects.bucket:
+            return self._skip(f"bucket {event.bucket!r} is not the models bucket {self.objects.bucket!r}", event)
+        model_id, version_id, filename = parsed
+        version = self.store.find_version(version_id)
+        if version is None or version.model_id != model_id:
+            return self._skip(f"version {version_id} of model {model_id} does not exist (deleted?)", event)
+
+        model_key = artifact_key(model_id, version_id, MODEL_FILE)
+        req_key = artifact_key(model_id, version_id, REQUIREMENTS_FILE)
+        model_head = self._head(model_key)
+        if model_head is None:
+            if filename == REQUIREMENTS_FILE:
+                return self._outcome("waiting", "requirements.txt stored; the model's own event will register both",
+                                     version)
+            return self._skip(f"{event.key} is gone", event)
+        req_head = self._head(req_key)
+        meta = {k.lower(): v for k, v in (model_head.get("Metadata") or {}).items()}
+        if req_head is None and meta.get(REQUIREMENTS_META) == "true":
+            return self._outcome("waiting", "waiting for requirements.txt (its event will register both)", version)
+
+        model_etag = str(model_head.get("ETag", "")).strip('"') or None
+        req_etag = str(req_head.get("ETag", "")).strip('"') or None if req_head else None
+        auto = meta.get(AUTO_DEPLOY_META, "").lower() == "true"
+
+        if self._holds(version, model_etag, req_etag):
+            outcome = self._outcome("unchanged", "the version already holds these artifacts", version)
+        else:
+            outcome = self._check_and_register(version, model_key, model_head, req_key, req_head)
+        if outcome.action in ("ready", "unchanged") and outcome.version_id is not None:
+            current = self.store.find_version(version.id)
+            if current is not None and current.status == VersionStatus.READY:
+                self._auto_deploy(current, auto, outcome)
+        logger.info("artifact event handled", extra={"key": event.key, "outcome": outcome.action,
+                                                      "reason": outcome.reason, "version_id": version.id})
+        return outcome
+
+    @staticmethod
+    def _holds(version: Version, model_etag: str | None, req_etag: str | None) -> bool:
+        if version.status != VersionStatus.READY or version.model_artifact is None or model_etag is None:
+            return False
+        have_req = version.requirements_artifact.etag if version.requirements_artifact else None
+        return version.model_artifact.etag == model_etag and have_req == req_etag
+
+    def _check_and_register(
+        self, version: Version, model_key: str, model_head: dict[str, Any], req_key: str,
+        req_head: dict[str, Any] | None,
+    ) -> Outcome:
+        settings = self.settings
+        size = int(model_head.get("ContentLength", 0))
+        if size > settings.max_upload_bytes:
+            return self._reject(version, f"the model file is {size} bytes; the limit is {settings.max_upload_bytes}")
+        model_etag = str(model_head.get("ETag", "")).strip('"') or None
+        with tempfile.TemporaryFile() as model_file, tempfile.TemporaryFile() as req_file:
+            if not self._download(model_key, model_etag, model_file):
+                return self._outcome("skipped", "the model object changed or went meanwhile; its own event follows",
+                                     version)
+            requirements: Artifact | None = None
+            try:
+                found = inspect_model(model_file, settings)
+                model = Artifact(key=model_key, size=found.size, sha256=found.sha256, etag=model_etag)
+                if req_head is not None:
+                    req_etag = str(req_head.get("ETag", "")).strip('"') or None
+                    if not self._download(req_key, req_etag, req_file):
+                        return self._outcome("skipped", "requirements.txt changed or went meanwhile", version)
+                    req_found = inspect_requirements(req_file, settings)
+                    requirements = Artifact(key=req_key, size=req_found.size, sha256=req_found.sha256, etag=req_etag)
+            except ModelportError as exc:
+                return self._reject(version, exc.message)
+        try:
+            registered = register_version(self.store, self.objects, version, model, requirements)
+        except Conflict as exc:
+            return self._outcome("skipped", exc.message, version)
+        return self._outcome("ready", f"sha256 {registered.model_artifact.sha256 if registered.model_artifact else ''}",
+                             registered)
+
+    def _reject(self, version: Version, reason: str) -> Outcome:
+        try:
+            self.store.reject_version(version.id, reason)
+        except Conflict as exc:  # a deployment uses the version: it keeps what it serves
+            return self._outcome("skipped", f"{reason}; not rejected: {exc.message}", version)
+        logger.warning("artifact rejected", extra={"version_id": version.id, "reason": reason})
+        return self._outcome("rejected", reason, version)
+
+    # ------------------------------------------------------------------ auto-deploy
+    def _auto_deploy(self, version: Version, asked_by_upload: bool, outcome: Outcome) -> None:
+        try:
+            model = self.store.get_model(version.owner, version.model_id)
+        except ModelportError:
+            return
+        if not (model.auto_deploy.enabled or asked_by_upload):
+            return
+        following = [
+            d for d in self.store.model_deployments(model.id)
+            if d.follow_latest and d.status not in (DeploymentStatus.DELETING, DeploymentStatus.FAILED)
+        ]
+        try:
+            if following:
+                for deployment in following:
+                    if deployment.version_id < version.id:  # only forward: a late event never rolls back
+                        self.store.update_deployment(version.owner, deployment.id, version_id=version.id)
+                        outcome.deployments_moved.append(deployment.id)
+                return
+            created = self.store.create_deployment(
+                version.owner, version.id, model.auto_deploy.replicas, follow_latest=True,
+                once_key=AUTODEPLOY_ONCE_KEY,
+            )
+            outcome.deployments_created.append(created.id)
+        except ModelportError as exc:  # already_done, or the version changed meanwhile: nothing to do
+            logger.info("auto-deploy skipped", extra={"version_id": version.id, "code": exc.code,
+                                                      "reason": exc.message})
+
+    # ------------------------------------------------------------------ outcomes
+    @staticmethod
+    def _outcome(action: str, reason: str, version: Version) -> Outcome:
+        return Outcome(action=action, reason=reason, version_id=version.id)
+
+    @staticmethod
+    def _skip(reason: str, event: ObjectCreated) -> Outcome:
+        logger.info("artifact event skipped", extra={"key": event.key, "reason": reason})
+        return Outcome(action="skipped", reason=reason)
