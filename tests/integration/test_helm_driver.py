@@ -320,3 +320,9 @@ def test_a_release_left_pending_by_a_killed_helm_is_cleared(
     assert deployed.phase == ReleasePhase.DEPLOYED
     deployment = kube_cluster.get("Deployment", spec.namespace, spec.release)
     assert deployment is not None and image_of(deployment) == GOOD_IMAGE
+
+
+def test_a_spec_never_shows_its_credentials() -> None:
+    spec = make_spec()
+    assert "very-secret-key" not in repr(spec) and "very-secret-key" not in json.dumps(spec.model_dump())
+    assert spec.model_copy(update={"replicas": 2}).s3_secret_key == "very-secret-key"

@@ -26,7 +26,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field
 
 from modelport.domain.errors import ModelportError
 
@@ -72,8 +72,9 @@ class DeploySpec(BaseModel):
     s3_use_ssl: bool = False
     s3_region: str = "us-east-1"
     s3_existing_secret: str | None = Field(default=None, description="a Secret with the credentials, if any")
-    s3_access_key: SecretStr | None = None
-    s3_secret_key: SecretStr | None = None
+    # credentials: kept out of repr() and model_dump(), so a logged spec never shows them
+    s3_access_key: str | None = Field(default=None, repr=False, exclude=True)
+    s3_secret_key: str | None = Field(default=None, repr=False, exclude=True)
 
     timeout_seconds: int = Field(default=300, ge=1, description="how long the release may take to become ready")
     labels: dict[str, str] = Field(default_factory=dict, description="extra release labels")

@@ -170,8 +170,8 @@ def chart_values(spec: DeploySpec) -> dict[str, Any]:
     if spec.s3_existing_secret:
         s3["existingSecret"] = spec.s3_existing_secret
     elif spec.s3_access_key and spec.s3_secret_key:
-        s3["accessKey"] = spec.s3_access_key.get_secret_value()
-        s3["secretKey"] = spec.s3_secret_key.get_secret_value()
+        s3["accessKey"] = spec.s3_access_key
+        s3["secretKey"] = spec.s3_secret_key
     ingress: dict[str, Any] = {
         "enabled": spec.ingress_enabled,
         "host": spec.ingress_host,
