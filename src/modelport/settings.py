@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     ingress_class_name: str = "nginx"
     deployer_concurrency: int = 4
     cluster_retries: int = 3
+    cluster_retry_backoff_seconds: float = 2.0
 
     # --- model server (one per pod / local deployment); `modelport serve` sets these ---
     model_uri: str | None = Field(default=None, description="s3://bucket/key, bucket/key or a local path")

@@ -489,6 +489,11 @@ class Store:
             current = self._deployment(record)
             if current.status == DeploymentStatus.DELETING:
                 raise Conflict(f"deployment {deployment_id} is being deleted", code="deployment_deleting")
+            if current.status == DeploymentStatus.FAILED:
+                raise Conflict(
+                    f"deployment {deployment_id} failed ({current.status_message}); delete it and deploy again",
+                    code="deployment_failed",
+                )
             change_version = version_id is not None and version_id != current.version_id
             change_replicas = replicas is not None and replicas != current.replicas
             change_follow = follow_latest is not None and follow_latest != current.follow_latest
@@ -496,8 +501,10 @@ class Store:
                 return current
             now = utcnow()
             actions: list[Any] = [DeploymentRecord.updated_at.set(now)]
-            condition: Condition = (DeploymentRecord.owner == owner) & (
-                DeploymentRecord.status != DeploymentStatus.DELETING.value
+            condition: Condition = (
+                (DeploymentRecord.owner == owner)
+                & (DeploymentRecord.status != DeploymentStatus.DELETING.value)
+                & (DeploymentRecord.released != 1)
             )
             if change_replicas:
                 actions.append(DeploymentRecord.replicas.set(replicas))
@@ -557,8 +564,7 @@ class Store:
     def set_deployment_status(
         self, deployment_id: int, status: DeploymentStatus, message: str | None, *,
         generation: int | None = None, observed_generation: int | None = None,
-        deployed: tuple[int, int] | None = None, expires_in: int | None = None,
-        restore: tuple[int, int] | None = None,
+        deployed: tuple[int, int] | None = None, restore: tuple[int, int] | None = None,
     ) -> Deployment | None:
         """The deployer's write-back. With ``generation``, it lands only while the record still
         asks for that generation (a newer desired state wins); returns None when it did not land.
@@ -583,8 +589,6 @@ class Store:
                 DeploymentRecord.deployed_version_id.set(deployed[0]),
                 DeploymentRecord.deployed_replicas.set(deployed[1]),
             ]
-        if expires_in is not None:
-            actions.append(DeploymentRecord.ttl.set(timedelta(seconds=max(expires_in, 1))))
         condition: Condition = DeploymentRecord.PK.exists()
         if generation is not None:
             condition = condition & (DeploymentRecord.generation == generation)
@@ -597,6 +601,7 @@ class Store:
                     DeploymentRecord.version_id.set(restore[0]),
                     DeploymentRecord.replicas.set(restore[1]),
                     DeploymentRecord.generation.add(1),
+                    DeploymentRecord.observed_generation.set(int(current.generation) + 1),
                 ]
                 with self._transact() as tx:
                     tx.update(record, actions=actions, condition=condition)
@@ -615,6 +620,70 @@ class Store:
             return None
         return self.find_deployment(deployment_id)
 
+    def request_reinstall(self, deployment_id: int, *, generation: int) -> bool:
+        """A READY deployment whose release is gone: install it again, as a first install."""
+        now = utcnow()
+        try:
+            DeploymentRecord(f"{schema.DEPLOYMENT_PREFIX}{deployment_id}", "DEPLOYMENT").update(
+                actions=[
+                    DeploymentRecord.status.set(DeploymentStatus.PENDING.value),
+                    DeploymentRecord.status_message.set("the release is missing from the cluster; reinstalling"),
+                    DeploymentRecord.status_changed_at.set(now),
+                    DeploymentRecord.updated_at.set(now),
+                    DeploymentRecord.observed_generation.set(0),
+                    DeploymentRecord.deployed_version_id.remove(),
+                    DeploymentRecord.deployed_replicas.remove(),
+                ],
+                condition=(DeploymentRecord.generation == generation)
+                & (DeploymentRecord.status == DeploymentStatus.READY.value),
+            )
+        except UpdateError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def _give_back_counts(self, tx: TransactWrite, record: DeploymentRecord) -> None:
+        self._release_version(tx, int(record.version_id))
+        tx.update(
+            ModelRecord(f"{schema.MODEL_PREFIX}{int(record.model_id)}", "MODEL"),
+            actions=[ModelRecord.deployments.add(-1)],
+            condition=ModelRecord.PK.exists(),
+        )
+
+    def fail_deployment(
+        self, deployment_id: int, message: str, *, generation: int, expires_in: int
+    ) -> Deployment | None:
+        """A first install failed: FAILED with the reason and a TTL, and the version it held is
+        free again (its count given back in the same transaction). None if a newer desired state
+        or a deletion came meanwhile."""
+        try:
+            record = self._deployment_record(None, deployment_id)
+        except NotFound:
+            return None
+        now = utcnow()
+        try:
+            with self._transact() as tx:
+                tx.update(
+                    record,
+                    actions=[
+                        DeploymentRecord.status.set(DeploymentStatus.FAILED.value),
+                        DeploymentRecord.status_message.set(message),
+                        DeploymentRecord.status_changed_at.set(now),
+                        DeploymentRecord.updated_at.set(now),
+                        DeploymentRecord.observed_generation.set(generation),
+                        DeploymentRecord.released.set(1),
+                        DeploymentRecord.ttl.set(timedelta(seconds=max(expires_in, 1))),
+                    ],
+                    condition=(DeploymentRecord.generation == generation)
+                    & (DeploymentRecord.status != DeploymentStatus.DELETING.value)
+                    & (DeploymentRecord.released != 1),
+                )
+                self._give_back_counts(tx, record)
+        except TransactWriteError:
+            return None
+        return self.find_deployment(deployment_id)
+
     def delete_deployment_record(self, deployment_id: int, *, generation: int | None = None) -> bool:
         """Remove the record and give back its version's and model's counts, in one transaction."""
         try:
@@ -626,13 +695,11 @@ class Store:
             condition = condition & (DeploymentRecord.generation == generation)
         try:
             with self._transact() as tx:
-                tx.delete(record, condition=condition)
-                self._release_version(tx, int(record.version_id))
-                tx.update(
-                    ModelRecord(f"{schema.MODEL_PREFIX}{int(record.model_id)}", "MODEL"),
-                    actions=[ModelRecord.deployments.add(-1)],
-                    condition=ModelRecord.PK.exists(),
-                )
+                if record.released == 1:
+                    tx.delete(record, condition=condition & (DeploymentRecord.released == 1))
+                else:
+                    tx.delete(record, condition=condition & (DeploymentRecord.released != 1))
+                    self._give_back_counts(tx, record)
         except TransactWriteError:
             return False
         return True
