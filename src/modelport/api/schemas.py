@@ -88,3 +88,23 @@ class PageOut(BaseModel, Generic[T]):
 class ErrorOut(BaseModel):
     code: str
     message: str
+
+
+class UploadUrlRequest(Strict):
+    requirements: bool = False
+    auto_deploy: bool = False
+
+
+class PresignedPostOut(BaseModel):
+    """POST ``fields`` (in order) plus the file as the last form field ``file`` to ``url``."""
+
+    url: str
+    fields: dict[str, str]
+    key: str
+
+
+class UploadUrlOut(BaseModel):
+    model: PresignedPostOut
+    requirements: PresignedPostOut | None
+    expires_in: int
+    max_bytes: int

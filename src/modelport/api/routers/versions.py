@@ -8,8 +8,9 @@ from fastapi import APIRouter, File, Request, UploadFile
 
 from modelport.api.deps import ObjectsDep, Owner, SettingsDep, StoreDep
 from modelport.api.routers.models import version_out
-from modelport.api.schemas import VersionOut
+from modelport.api.schemas import UploadUrlOut, UploadUrlRequest, VersionOut
 from modelport.artifacts.register import upload_version
+from modelport.artifacts.uploads import upload_targets
 from modelport.domain.errors import TooLarge
 
 router = APIRouter(tags=["versions"])
@@ -32,6 +33,22 @@ def upload(
         store, objects, owner, version_id, model_file.file, requirements_file.file if requirements_file else None
     )
     return version_out(version)
+
+
+@router.post("/versions/{version_id}/upload-url", response_model=UploadUrlOut)
+def upload_url(
+    version_id: int, owner: Owner, store: StoreDep, objects: ObjectsDep, body: UploadUrlRequest | None = None
+) -> UploadUrlOut:
+    """Presigned POST targets for model.joblib (and requirements.txt) under the version's prefix.
+
+    The store enforces the key, the size range and the metadata; the upload's S3 event then checks
+    the files and marks the version READY or REJECTED (and auto-deploys when asked).
+    """
+    version = store.ensure_version_unused(owner, version_id)  # 404 for another user's id, 409 in use
+    request = body or UploadUrlRequest()
+    return UploadUrlOut.model_validate(
+        upload_targets(objects, version, requirements=request.requirements, auto_deploy=request.auto_deploy)
+    )
 
 
 async def refuse_oversized_upload(request: Request, settings: SettingsDep) -> None:

@@ -1,0 +1,71 @@
+"""ArtifactsFunction: SQS batches of S3 ObjectCreated notifications -> artifact checks, READY or
+REJECTED, auto-deploy.
+
+Thin by design: the logic is :class:`modelport.artifacts.events.ArtifactEvents`. Each SQS record
+is one S3 notification (or S3's ``s3:TestEvent``). Permanent conditions (unknown key, deleted
+version, rejected model) are handled and the record succeeds; anything raised (S3 or DynamoDB
+unreachable) fails only that record (``ReportBatchItemFailures``), so SQS redelivers it and its
+redrive policy finally moves it to the dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from modelport.artifacts.events import ArtifactEvents, object_records
+from modelport.artifacts.storage import ObjectStore
+from modelport.settings import get_settings
+from modelport.store.repository import Store
+
+logger = Logger()
+metrics = Metrics()
+processor = BatchProcessor(event_type=EventType.SQS)
+_logic: ArtifactEvents | None = None
+
+
+def logic() -> ArtifactEvents:
+    """Created on first use and kept for the container's life (tests reset it with ``reset()``)."""
+    global _logic
+    if _logic is None:
+        settings = get_settings()
+        _logic = ArtifactEvents(Store(settings), ObjectStore(settings))
+    return _logic
+
+
+def reset() -> None:
+    global _logic
+    _logic = None
+
+
+def record_handler(record: SQSRecord) -> None:
+    logger.set_correlation_id(record.message_id)
+    try:
+        notification = json.loads(record.body)
+    except ValueError:
+        logger.warning("not an S3 notification; dropped", extra={"message_id": record.message_id})
+        metrics.add_metric(name="MalformedMessages", unit=MetricUnit.Count, value=1)
+        return
+    if not isinstance(notification, dict):
+        logger.warning("not an S3 notification; dropped", extra={"message_id": record.message_id})
+        return
+    for created in object_records(notification):
+        outcome = logic().handle(created)
+        metrics.add_metric(name=f"Artifacts{outcome.action.capitalize()}", unit=MetricUnit.Count, value=1)
+        if outcome.deployments_created or outcome.deployments_moved:
+            metrics.add_metric(
+                name="AutoDeploys", unit=MetricUnit.Count,
+                value=len(outcome.deployments_created) + len(outcome.deployments_moved),
+            )
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
