@@ -326,3 +326,34 @@ def test_a_spec_never_shows_its_credentials() -> None:
     spec = make_spec()
     assert "very-secret-key" not in repr(spec) and "very-secret-key" not in json.dumps(spec.model_dump())
     assert spec.model_copy(update={"replicas": 2}).s3_secret_key == "very-secret-key"
+
+
+def test_the_kubeconfig_can_come_from_secrets_manager(
+    kube_cluster: KubeEmulator, tools: Tools, chart: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moto import mock_aws
+
+    from modelport.deploy import helm as helm_module
+    from modelport.settings import Settings
+
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setattr(helm_module, "_secret_kubeconfig", {})
+    with mock_aws():
+        import boto3
+
+        client = boto3.client("secretsmanager", region_name="us-east-1")
+        arn = client.create_secret(Name="modelport/kubeconfig", SecretString=kube_cluster.kubeconfig.read_text())["ARN"]
+        settings = Settings(kubeconfig_secret_arn=arn, helm_bin=str(tools.helm), kubectl_bin=str(tools.kubectl))
+        driver = HelmDriver(
+            settings=settings,
+            chart=chart,
+            server_side="false",
+            openapi_validation=False,
+            work_dir=kube_cluster.directory,
+        )
+        assert driver.deploy(make_spec()).revision == 1
+        path = driver.kubeconfig()
+        assert path is not None and path != kube_cluster.kubeconfig
+        assert path.stat().st_mode & 0o777 == 0o600
+        assert driver.kubeconfig() == path  # fetched once per process
+    assert [r.release for r in driver.list_releases()] == [make_spec().release]

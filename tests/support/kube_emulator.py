@@ -361,6 +361,8 @@ class ApiServer(kmock.KubernetesEmulator):
         params = request.params
         if method == "GET" and params.get("watch") in ("true", "1"):
             return await self._watch(request, route, info)
+        if route.subresource == "scale" and route.name is not None:
+            return aiohttp.web.json_response(self._scale(request, route, info))
         if method == "GET" and route.name is None:
             return aiohttp.web.json_response(self._list(route, info, params))
         if method == "GET":
@@ -395,7 +397,10 @@ class ApiServer(kmock.KubernetesEmulator):
 
     def _body(self, request: rendering.Request) -> Any:
         if request.headers.get("Content-Type", "").startswith(protobuf_k8s.CONTENT_TYPE):
-            return protobuf_k8s.decode(request.body) if request.body else None
+            try:
+                return protobuf_k8s.decode(request.body) if request.body else None
+            except protobuf_k8s.ProtobufError as exc:
+                raise ApiError(status=415, reason="UnsupportedMediaType", message=str(exc)) from exc
         if not request.body:
             return None
         return json.loads(request.body)
@@ -558,6 +563,36 @@ class ApiServer(kmock.KubernetesEmulator):
             new["status"] = copy.deepcopy(old["status"])
         return self._store_update(key, old, new, info)
 
+    def _scale(self, request: rendering.Request, route: Route, info: JsonObj) -> JsonObj:
+        """The ``scale`` subresource (autoscaling/v1 Scale) of Deployments and the like."""
+        key = self._key(route, info)
+        obj = self._store.get(key)
+        if obj is None:
+            raise _not_found(route.plural or "", route.group, route.name or "")
+        method = request.method.value.upper()
+        if method in ("PUT", "PATCH"):
+            body: Any = self._body(request) or {}
+            if method == "PATCH" and request.headers.get("Content-Type", "").startswith("application/json-patch"):
+                body = patching.json_patch({"spec": {"replicas": obj["spec"].get("replicas")}}, body)
+            replicas = (body.get("spec") or {}).get("replicas")
+            if replicas is not None:
+                new = copy.deepcopy(obj)
+                new["spec"]["replicas"] = int(replicas)
+                obj = self._store_update(key, obj, new, info)
+        selector = (obj.get("spec", {}).get("selector") or {}).get("matchLabels") or {}
+        return {
+            "apiVersion": "autoscaling/v1",
+            "kind": "Scale",
+            "metadata": {
+                k: obj["metadata"][k] for k in ("name", "namespace", "uid", "resourceVersion") if k in obj["metadata"]
+            },
+            "spec": {"replicas": obj["spec"].get("replicas", 1)},
+            "status": {
+                "replicas": (obj.get("status") or {}).get("replicas", 0),
+                "selector": ",".join(f"{k}={v}" for k, v in selector.items()),
+            },
+        }
+
     def _delete(self, route: Route, info: JsonObj) -> JsonObj:
         key = self._key(route, info)
         obj = self._store.pop(key, None)
@@ -568,7 +603,9 @@ class ApiServer(kmock.KubernetesEmulator):
         self._emit(key, "DELETED", obj)
         if info["kind"] == "Namespace":
             for other in [k for k in self._store if k[3] == route.name]:
-                deleted = self._store.pop(other)
+                deleted = self._store.pop(other, None)
+                if deleted is None:
+                    continue  # already gone with its owner
                 deleted["metadata"]["resourceVersion"] = self._next_rv()
                 self._emit(other, "DELETED", deleted)
         return obj

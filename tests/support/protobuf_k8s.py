@@ -146,7 +146,15 @@ def _config_map(buf: bytes) -> dict[str, Any]:
     return obj
 
 
-DECODERS = {("v1", "Secret"): _secret, ("v1", "ConfigMap"): _config_map}
+def _namespace(buf: bytes) -> dict[str, Any]:
+    obj: dict[str, Any] = {"apiVersion": "v1", "kind": "Namespace", "metadata": {}}
+    for number, value in fields(buf):
+        if number == 1:
+            obj["metadata"] = object_meta(_bytes(value))
+    return obj
+
+
+DECODERS = {("v1", "Secret"): _secret, ("v1", "ConfigMap"): _config_map, ("v1", "Namespace"): _namespace}
 
 
 def decode(body: bytes) -> dict[str, Any] | None:
@@ -166,4 +174,8 @@ def decode(body: bytes) -> dict[str, Any] | None:
         elif number == 2:
             raw = _bytes(value)
     decoder = DECODERS.get((api_version, kind))
-    return decoder(raw) if decoder else None
+    if decoder is not None:
+        return decoder(raw)
+    if kind in ("DeleteOptions", ""):
+        return None
+    raise ProtobufError(f"the emulator cannot decode a protobuf {api_version} {kind}; send it as JSON")
