@@ -854,7 +854,16 @@ class KubeEmulator:
     an unreachable cluster and a restarted one has the same objects). ``close()`` ends the thread.
     """
 
-    def __init__(self, directory: Path, *, readiness: ReadinessPolicy = always_ready, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        readiness: ReadinessPolicy = always_ready,
+        rollout_delay: float = 0.0,
+        host: str = "127.0.0.1",
+    ) -> None:
+        """``readiness`` decides per Deployment whether it becomes ready (True) or not (a
+        PodProblem, or False); ``rollout_delay`` is how long a rollout takes (0: at once)."""
         self.directory = directory
         self.host = host
         self.kubeconfig = directory / "kubeconfig"
@@ -862,11 +871,11 @@ class KubeEmulator:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="kube-emulator", daemon=True)
         self._thread.start()
-        self.api: ApiServer = self._call(self._make_api(readiness))
+        self.api: ApiServer = self._call(self._make_api(readiness, rollout_delay))
         self._server: kmock.Server | None = None
 
-    async def _make_api(self, readiness: ReadinessPolicy) -> ApiServer:
-        api = ApiServer(readiness=readiness)
+    async def _make_api(self, readiness: ReadinessPolicy, rollout_delay: float) -> ApiServer:
+        api = ApiServer(readiness=readiness, rollout_delay=rollout_delay)
         await api.__aenter__()
         api._changed = asyncio.Event()
         return api
