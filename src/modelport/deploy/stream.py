@@ -64,6 +64,7 @@ def handle_batch(event: dict[str, Any], context: Any, reconciler: Reconciler, co
 
     # every record failing is still a partial-failure answer (retry from the first), not an exception
     processor = AsyncBatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False)
-    return async_process_partial_response(
+    response: dict[str, Any] = async_process_partial_response(  # type: ignore[assignment]
         event=event, record_handler=record_handler, processor=processor, context=context
     )
+    return response

@@ -1,0 +1,119 @@
+"""Cold start and warm latency of the API Lambda handler (functions/api/app.py).
+
+What Lambda bills as init is the import of the handler module; the first request pays the rest
+of the warm-up. Each cold sample is a fresh interpreter; the table is moto's server on loopback
+(real HTTP, as DynamoDB would be). The named competitor is the same route written with
+Powertools' own APIGatewayHttpResolver (the lightweight router many Lambda services use instead
+of FastAPI + Mangum), calling the same store, so the ratio is the price of the framework.
+
+    .venv/bin/python bench/api_cold_start.py [--samples 5] [--warm 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PROBE = r"""
+import json, os, sys, time
+t0 = time.perf_counter()
+kind = sys.argv[1]
+event = json.load(open(os.path.join(sys.argv[2], "events", "api-list-models.json")))
+if kind == "modelport":
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("api_app", os.path.join(sys.argv[2], "functions/api/app.py"))
+    module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)
+    handler = module.handler
+else:
+    from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+    from modelport.settings import get_settings
+    from modelport.store.repository import Store
+    store = Store(get_settings())
+    app = APIGatewayHttpResolver()
+
+    @app.get("/api/v1/models")
+    def list_models():
+        owner = app.current_event.request_context.authorizer.jwt_claim["sub"]
+        page = store.list_models(owner, 50, None)
+        return {"items": [m.model_dump(mode="json") for m in page.items], "next_cursor": page.next_cursor}
+
+    def handler(event, context):
+        return app.resolve(event, context)
+from modelport.local.streams import LocalLambdaContext
+ctx = LocalLambdaContext("api", 30)
+t1 = time.perf_counter()
+first = handler(event, ctx)
+t2 = time.perf_counter()
+assert first["statusCode"] == 200, first
+warm = []
+for _ in range(int(sys.argv[3])):
+    s = time.perf_counter(); handler(event, ctx); warm.append(time.perf_counter() - s)
+warm.sort()
+print(json.dumps({"init": t1 - t0, "first": t2 - t1, "warm": warm[len(warm) // 2]}))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--samples", type=int, default=5)
+    parser.add_argument("--warm", type=int, default=300)
+    args = parser.parse_args()
+
+    from modelport.local.processes import start_moto_server
+    from modelport.settings import Settings
+    from modelport.store.records import ensure_table
+    from modelport.store.repository import Store
+
+    moto = start_moto_server()
+    env = {
+        **os.environ, "TABLE_NAME": "bench", "DYNAMODB_ENDPOINT": moto.url, "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1", "POWERTOOLS_METRICS_NAMESPACE": "bench",
+        "POWERTOOLS_SERVICE_NAME": "modelport", "POWERTOOLS_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT),
+    }
+    os.environ.update({k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")})
+    try:
+        settings = Settings(table_name="bench", dynamodb_endpoint=moto.url)
+        ensure_table(settings)
+        store = Store(settings)
+        for i in range(10):
+            store.create_model("user-alice", f"model-{i}", None)
+        results: dict[str, list[dict[str, float]]] = {"modelport": [], "powertools": []}
+        for _ in range(args.samples):
+            for kind in results:  # interleaved, so machine noise hits both alike
+                out = subprocess.run(
+                    [sys.executable, "-c", PROBE, kind, str(ROOT), str(args.warm)],
+                    env=env, capture_output=True, text=True, check=True,
+                )
+                results[kind].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    finally:
+        moto.stop()
+
+    def med(kind: str, key: str) -> float:
+        return statistics.median(r[key] for r in results[kind])
+
+    table = Table(title=f"API Lambda handler: GET /api/v1/models, 10 models, median of {args.samples} cold starts")
+    for column in ("handler", "init (import) ms", "first request ms", "init + first ms", "warm request ms"):
+        table.add_column(column, justify="right")
+    for kind, label in (("modelport", "modelport (FastAPI + Mangum)"), ("powertools", "Powertools HttpResolver")):
+        table.add_row(label, f"{med(kind, 'init') * 1e3:.0f}", f"{med(kind, 'first') * 1e3:.0f}",
+                      f"{(med(kind, 'init') + med(kind, 'first')) * 1e3:.0f}", f"{med(kind, 'warm') * 1e3:.2f}")
+    cold_ratio = (med("modelport", "init") + med("modelport", "first")) / (
+        med("powertools", "init") + med("powertools", "first"))
+    warm_ratio = med("modelport", "warm") / med("powertools", "warm")
+    table.add_row("ratio modelport / Powertools", "", "", f"{cold_ratio:.2f}x", f"{warm_ratio:.2f}x")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
