@@ -1,0 +1,397 @@
+"""Model-server benchmark: modelport vs MLServer vs KServe on the same two models, one at a time.
+
+    .venv/bin/python bench/serving.py [--duration 3] [--connections 1,16,64] [--servers modelport,mlserver,kserve]
+
+Models (trained here with the project's scikit-learn): iris LogisticRegression (4 features) and a
+100-tree RandomForest on 20 features. Payloads: 1 row and 100 rows. Load: `wrk` (Debian package
+`wrk`) on loopback with 1, 16 and 64 keep-alive connections, a few seconds per cell; without wrk a
+small asyncio/httpx client is used instead (slower, so numbers are lower for everyone).
+
+Protocols are matched: modelport and KServe are driven with KServe V1
+(`POST /v1/models/{name}:predict`), modelport and MLServer with Open Inference V2
+(`POST /v2/models/{name}/infer`). Competitors run in their own virtualenvs under
+`.tools/bench-venvs/` (created here with uv; never the project's .venv), with their default
+settings except: KServe with gRPC and per-request latency logging off; MLServer with
+`parallel_workers: 0` (inference in its one process; its worker pool crashes on the uvloop that
+pip installs today); each on one process.
+KServe's sklearn runtime (`sklearnserver`) is not published on PyPI, so KServe runs a
+`kserve.Model` subclass that does what sklearnserver does (joblib.load, then predict on a numpy array).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import joblib
+import numpy as np
+import sklearn
+from rich.console import Console
+from rich.table import Table
+from sklearn.datasets import load_iris
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+
+REPO = Path(__file__).resolve().parent.parent
+VENVS = REPO / ".tools" / "bench-venvs"
+WORK = REPO / ".tools" / "bench-work"
+COMPETITORS = {
+    "mlserver": ["mlserver==1.7.1", "mlserver-sklearn==1.7.1"],
+    "kserve": ["kserve==0.21.0", "joblib"],
+}
+console = Console(width=150)
+
+KSERVE_SERVER = textwrap.dedent(
+    """
+    import sys
+
+    import joblib
+    import kserve
+    import numpy as np
+
+
+    class SKLearnModel(kserve.Model):  # what kserve's sklearnserver does, for V1 requests
+        def __init__(self, name, path):
+            super().__init__(name)
+            self.path = path
+            self.load()
+
+        def load(self):
+            self._model = joblib.load(self.path)
+            self.ready = True
+            return self.ready
+
+        def predict(self, payload, headers=None):
+            instances = np.array(payload["instances"])
+            return {"predictions": self._model.predict(instances).tolist()}
+
+
+    if __name__ == "__main__":
+        name, path, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+        kserve.ModelServer(http_port=port, enable_grpc=False, enable_latency_logging=False).start(
+            [SKLearnModel(name, path)]
+        )
+    """
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --- environments -----------------------------------------------------------------------------------
+
+
+def uv_binary() -> str:
+    candidate = Path(sys.executable).with_name("uv")
+    return str(candidate) if candidate.exists() else (shutil.which("uv") or "uv")
+
+
+def ensure_venv(name: str) -> Path | None:
+    """The competitor's own virtualenv (created on first use); None if it cannot be installed."""
+    venv = VENVS / name
+    python = venv / "bin" / "python"
+    marker = venv / ".bench-installed"
+    if marker.exists():
+        return python
+    VENVS.mkdir(parents=True, exist_ok=True)
+    console.print(f"[bold]installing {name} into {venv}[/bold]")
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+    packages = [*COMPETITORS[name], f"scikit-learn=={sklearn.__version__}"]
+    result = subprocess.run([uv_binary(), "pip", "install", "-q", "--python", str(python), *packages],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        console.print(f"[red]{name} cannot be installed here:[/red] {result.stderr.strip()[-800:]}")
+        return None
+    marker.write_text(" ".join(packages) + "\n")
+    return python
+
+
+# --- models and payloads ------------------------------------------------------------------------------
+
+
+@dataclass
+class Model:
+    name: str
+    path: Path
+    x: np.ndarray
+
+
+def train_models() -> list[Model]:
+    WORK.mkdir(parents=True, exist_ok=True)
+    x_iris, y_iris = load_iris(return_X_y=True)
+    rng = np.random.default_rng(0)
+    x_rf = rng.normal(size=(2000, 20))
+    y_rf = (x_rf[:, 0] + x_rf[:, 1] * x_rf[:, 2] > 0).astype(np.int64)
+    models = [
+        Model("iris", WORK / "iris" / "model.joblib", x_iris),
+        Model("forest", WORK / "forest" / "model.joblib", x_rf),
+    ]
+    estimators = [LogisticRegression(max_iter=500).fit(x_iris, y_iris),
+                  RandomForestClassifier(n_estimators=100, random_state=0).fit(x_rf, y_rf)]
+    for model, estimator in zip(models, estimators, strict=True):
+        model.path.parent.mkdir(parents=True, exist_ok=True)
+        joblib.dump(estimator, model.path)
+    return models
+
+
+def v1_body(rows: np.ndarray) -> bytes:
+    return json.dumps({"instances": rows.tolist()}).encode()
+
+
+def v2_body(rows: np.ndarray) -> bytes:
+    return json.dumps({"inputs": [{"name": "input-0", "shape": list(rows.shape), "datatype": "FP64",
+                                   "data": rows.ravel().tolist()}]}).encode()
+
+
+# --- servers --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Running:
+    server: str
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def start_server(server: str, model: Model, python: Path) -> Running:
+    port = free_port()
+    log = WORK / f"{server}-{model.name}.log"
+    env = {**os.environ}
+    cwd = REPO
+    if server == "modelport":
+        argv = [sys.executable, "-m", "modelport.serving"]
+        env.update({"MODEL_URI": str(model.path), "MODEL_NAME": model.name, "PORT": str(port),
+                    "LOG_LEVEL": "WARNING", "MODEL_CACHE_DIR": str(WORK / "cache")})
+    elif server == "mlserver":
+        folder = WORK / f"mlserver-{model.name}"
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(model.path, folder / "model.joblib")
+        (folder / "model-settings.json").write_text(json.dumps({
+            "name": model.name, "implementation": "mlserver_sklearn.SKLearnModel",
+            "parameters": {"uri": "./model.joblib", "version": "v1"},
+        }))
+        (folder / "settings.json").write_text(json.dumps({
+            "http_port": port, "grpc_port": free_port(), "metrics_port": free_port(),
+            # In-process inference: MLServer 1.7.1's worker pool crashes with the current uvloop
+            # ("There is no current event loop"), and one process is also its fastest setting here.
+            "parallel_workers": 0,
+        }))
+        argv = [str(python.with_name("mlserver")), "start", str(folder)]
+        cwd = folder
+    else:
+        script = WORK / "kserve_server.py"
+        script.write_text(KSERVE_SERVER)
+        argv = [str(python), str(script), model.name, str(model.path), str(port)]
+    handle = open(log, "wb")  # noqa: SIM115 - the child owns it
+    process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    running = Running(server, process, port, log)
+    ready = f"/v1/models/{model.name}" if server == "kserve" else "/v2/health/ready"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{server} exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(running.url + ready, timeout=2).status_code == 200:
+                return running
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    running.stop()
+    raise TimeoutError(f"{server} did not become ready: {log.read_text()[-2000:]}")
+
+
+# --- load generation ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.match(r"([\d.]+)(us|ms|s)", text)
+    if not match:
+        return float("nan")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def run_wrk(url: str, body: bytes, connections: int, duration: float) -> Result:
+    with tempfile.TemporaryDirectory() as tmp:
+        body_path = Path(tmp) / "body.json"
+        body_path.write_bytes(body)
+        script = Path(tmp) / "post.lua"
+        script.write_text(
+            f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+            f'local f = io.open("{body_path}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
+        )
+        out = subprocess.run(
+            ["wrk", "-t", "1", "-c", str(connections), "-d", f"{max(1, round(duration))}s", "--latency",
+             "--timeout", "10s", "-s", str(script), url], capture_output=True, text=True, check=True,
+        ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    socket_errors = re.search(r"Socket errors:.*", out)
+    count = int(errors.group(1)) if errors else 0
+    if socket_errors:
+        count += sum(int(n) for n in re.findall(r"\d+", socket_errors.group(0)))
+    return Result(rps, p50, p99, count)
+
+
+async def _python_load(url: str, body: bytes, connections: int, duration: float) -> Result:
+    latencies: list[float] = []
+    errors = 0
+    stop_at = time.perf_counter() + duration
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    async with httpx.AsyncClient(limits=limits, timeout=10) as client:
+        async def worker() -> None:
+            nonlocal errors
+            while time.perf_counter() < stop_at:
+                started = time.perf_counter()
+                answer = await client.post(url, content=body, headers={"content-type": "application/json"})
+                latencies.append(time.perf_counter() - started)
+                errors += answer.status_code != 200
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(connections)))
+        elapsed = time.perf_counter() - started
+    values = np.array(latencies) * 1000
+    return Result(len(latencies) / elapsed, float(np.percentile(values, 50)), float(np.percentile(values, 99)), errors)
+
+
+def load(url: str, body: bytes, connections: int, duration: float) -> Result:
+    if shutil.which("wrk"):
+        return run_wrk(url, body, connections, duration)
+    return asyncio.run(_python_load(url, body, connections, duration))
+
+
+# --- the run ---------------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per cell")
+    parser.add_argument("--connections", default="1,16,64")
+    parser.add_argument("--servers", default="modelport,mlserver,kserve")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    connections = [int(c) for c in args.connections.split(",")]
+    servers = args.servers.split(",")
+    if not shutil.which("wrk"):
+        console.print("[yellow]wrk not found (apt-get install wrk): using the slower Python load generator[/yellow]")
+    models = train_models()
+    pythons: dict[str, Path | None] = {"modelport": Path(sys.executable)}
+    for name in servers:
+        if name != "modelport":
+            pythons[name] = ensure_venv(name)
+    protocols = {"modelport": ["v1", "v2"], "kserve": ["v1"], "mlserver": ["v2"]}
+    results: dict[tuple[str, str, str, int, int], Result] = {}
+    for server in servers:
+        python = pythons.get(server)
+        if python is None:
+            continue
+        for model in models:
+            running = start_server(server, model, python)
+            try:
+                for protocol in protocols[server]:
+                    path = f"/v1/models/{model.name}:predict" if protocol == "v1" else f"/v2/models/{model.name}/infer"
+                    for rows in (1, 100):
+                        body = (v1_body if protocol == "v1" else v2_body)(model.x[:rows])
+                        check = httpx.post(running.url + path, content=body,
+                                           headers={"content-type": "application/json"}, timeout=30)
+                        check.raise_for_status()
+                        for conns in connections:
+                            result = load(running.url + path, body, conns, args.duration)
+                            results[(server, protocol, model.name, rows, conns)] = result
+                            console.print(f"{server:9} {protocol} {model.name:6} rows={rows:<3} c={conns:<3} "
+                                          f"{result.rps:9.0f} req/s  p50 {result.p50_ms:7.2f} ms  "
+                                          f"p99 {result.p99_ms:7.2f} ms  errors {result.errors}")
+            finally:
+                running.stop()
+    report(results, models, connections)
+    if args.json:
+        args.json.write_text(json.dumps([
+            {"server": k[0], "protocol": k[1], "model": k[2], "rows": k[3], "connections": k[4], **vars(v)}
+            for k, v in results.items()
+        ], indent=1))
+    return 0
+
+
+def report(results: dict[tuple[str, str, str, int, int], Result], models: list[Model], connections: list[int]) -> None:
+    table = Table(title="model servers on loopback (wrk): req/s, p50/p99 latency; ratio = modelport / other")
+    for column in ("model", "rows", "conns", "server", "proto", "req/s", "p50 ms", "p99 ms", "err",
+                   "rps ratio", "p99 ratio"):
+        table.add_column(column, justify="right" if column not in ("model", "server", "proto") else "left")
+    competitor_protocol = {"kserve": "v1", "mlserver": "v2"}
+    for model in models:
+        for rows in (1, 100):
+            for conns in connections:
+                for server in ("modelport", "kserve", "mlserver"):
+                    for protocol in ("v1", "v2"):
+                        result = results.get((server, protocol, model.name, rows, conns))
+                        if result is None:
+                            continue
+                        ratio, p99_ratio = "", ""
+                        if server != "modelport" and protocol == competitor_protocol[server]:
+                            ours = results.get(("modelport", protocol, model.name, rows, conns))
+                            if ours is not None:
+                                ratio = f"{ours.rps / result.rps:.1f}x"
+                                p99_ratio = f"{ours.p99_ms / result.p99_ms:.2f}"
+                        table.add_row(model.name, str(rows), str(conns), server, protocol, f"{result.rps:,.0f}",
+                                      f"{result.p50_ms:.2f}", f"{result.p99_ms:.2f}", str(result.errors),
+                                      ratio, p99_ratio)
+                table.add_section()
+    console.print(table)
+    # The target: single-row cases at least 2x the best competitor (each on its own protocol), p99 no worse.
+    for model in models:
+        for conns in connections:
+            best = max(((s, results.get((s, p, model.name, 1, conns))) for s, p in competitor_protocol.items()),
+                       key=lambda item: item[1].rps if item[1] else 0.0)
+            ours = max((results.get(("modelport", p, model.name, 1, conns)) for p in ("v1", "v2")),
+                       key=lambda r: r.rps if r else 0.0)
+            if best[1] and ours:
+                console.print(f"single row, {model.name}, c={conns}: modelport {ours.rps:,.0f} req/s vs best other "
+                              f"({best[0]}) {best[1].rps:,.0f} -> {ours.rps / best[1].rps:.1f}x; p99 "
+                              f"{ours.p99_ms:.2f} vs {best[1].p99_ms:.2f} ms")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
