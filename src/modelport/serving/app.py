@@ -290,10 +290,14 @@ class App:
                 batcher.gave_up()
             raise
         except (ValueError, TypeError) as exc:
+            if not submitted:
+                batcher.gave_up()
             await self._error(send, protocol, 400, f"the model rejected the input: {exc}", "bad_input", endpoint,
                               started)
             return
         except Exception as exc:  # noqa: BLE001
+            if not submitted:
+                batcher.gave_up()
             log.exception("prediction failed")
             await self._error(send, protocol, 500, f"prediction failed: {type(exc).__name__}: {exc}",
                               "prediction_failed", endpoint, started)
