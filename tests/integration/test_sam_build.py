@@ -249,7 +249,9 @@ def test_built_handler_answers_sample_event(
     assert out["ok"], out.get("traceback", "") + out["log"]
     result = out["result"]
     if name == "api":
-        assert result["statusCode"] == API_STATUS[event.stem], result
+        # events added later without an entry here must at least not fail on the server side
+        expected = API_STATUS.get(event.stem)
+        assert result["statusCode"] == expected if expected else result["statusCode"] < 500, result
         body = json.loads(result["body"]) if result.get("body") else None
         if result["statusCode"] >= 400:
             assert set(body) >= {"code", "message"}, body
