@@ -69,6 +69,9 @@ class _Stub:
     """What a recorded global stands for: it accepts any call and any state, and does nothing."""
 
     _global: tuple[str, str] = ("", "")
+    args: tuple[Any, ...]
+    state: Any
+    items: list[Any]
 
     def __new__(cls, *args: Any, **kwargs: Any) -> _Stub:
         obj = object.__new__(cls)
@@ -97,6 +100,9 @@ class _Walker(pickle._Unpickler):  # type: ignore[name-defined,misc]
     """joblib's unpickler, minus every import and every call of the file's code."""
 
     dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
+    proto: int
+    fix_imports: bool
+    stack: list[Any]
 
     def __init__(self, file: IO[bytes], imports: set[tuple[str, str]], *, joblib_frames: bool, depth: int) -> None:
         super().__init__(file)
@@ -123,12 +129,12 @@ class _Walker(pickle._Unpickler):  # type: ignore[name-defined,misc]
         raise ScanError("the pickle refers to persistent objects outside the file")
 
     def _load_build(self) -> None:
-        pickle._Unpickler.dispatch[pickle.BUILD[0]](self)  # type: ignore[attr-defined]
+        pickle._Unpickler.dispatch[pickle.BUILD[0]](self)  # type: ignore[attr-defined,arg-type]
         top = self.stack[-1]
         if self._joblib_frames and isinstance(top, _Stub) and top._global in _JOBLIB_WRAPPERS:
             self._skip_array(top.state)
 
-    dispatch[pickle.BUILD[0]] = _load_build
+    dispatch[pickle.BUILD[0]] = _load_build  # type: ignore[assignment]
 
     # joblib's NumpyArrayWrapper.read_array, without building the array
     def _skip_array(self, state: Any) -> None:
