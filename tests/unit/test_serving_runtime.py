@@ -186,3 +186,19 @@ class Picky:
         if (x < 0).any():
             raise ValueError("negative values are not allowed")
         return x.sum(axis=1)
+
+
+def test_forest_direct_tree_path_is_identical(tmp_path: Path) -> None:
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 20))
+    y = np.where(x[:, 0] > 0, "yes", "no")
+    path = tmp_path / "forest.joblib"
+    joblib.dump(RandomForestClassifier(n_estimators=30, random_state=0).fit(x, y), path)
+    forest = load_model(path, "forest")
+    assert forest.fast is not None and forest.v2_metadata()["parameters"]["direct_trees"] is True
+    probe = rng.normal(size=(64, 20))
+    assert np.array_equal(forest.predict(probe, True), forest.model.predict_proba(probe))
+    assert forest.predict(probe, False).tolist() == forest.model.predict(probe).tolist()
+    assert forest.output_datatype == "BYTES"
