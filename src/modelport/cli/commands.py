@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-from modelport.cli import login, predict, reconcile, resources, serve, tools, upload, users  # noqa: F401
+from modelport.cli import login, predict, reconcile, resources, serve, tools, up, upload, users  # noqa: F401
