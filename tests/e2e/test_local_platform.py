@@ -1,0 +1,187 @@
+"""``modelport up`` as a user runs it: a subprocess on free ports, driven over HTTP only, walking
+the seed's Testing section (upload, deploy, status, predict, scale, delete), and a restart with
+``--persist`` that serves the same deployment at the same URL again."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from modelport.local.processes import free_port
+from tests.support.models import IRIS_ROWS, train_iris
+
+pytestmark = pytest.mark.e2e
+
+
+@dataclass
+class Up:
+    process: subprocess.Popen[str]
+    api: str
+    gateway: str
+    config: Path
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return str(tomllib.loads(self.config.read_text())["api_key"])
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.api + "/api/v1", headers={"Authorization": f"Bearer {self.key}"},
+                            timeout=60)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        return self.process.returncode
+
+
+def start_up(tmp: Path, *args: str, port: int | None = None, gateway_port: int | None = None) -> Up:
+    port, gateway_port = port or free_port(), gateway_port or free_port()
+    config = tmp / "config.toml"
+    env = {**os.environ, "MODELPORT_CONFIG": str(config), "TERM": "dumb"}
+    for name in ("TABLE_NAME", "DYNAMODB_ENDPOINT", "MINIO_ENDPOINT", "MINIO_BUCKET_NAME", "CLUSTER_DRIVER"):
+        env.pop(name, None)
+    process = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "modelport.cli", "up", "--port", str(port), "--gateway-port", str(gateway_port),
+         *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp,
+    )
+    up = Up(process, f"http://localhost:{port}", f"http://localhost:{gateway_port}", config)
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            up.lines.append(line.rstrip())
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + 180
+    while True:
+        line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+        if line is None:
+            raise AssertionError("modelport up exited before ready:\n" + "\n".join(up.lines))
+        if line.startswith("ready "):
+            assert f"api={up.api}" in line and f"gateway={up.gateway}" in line
+            return up
+
+
+def wait_status(client: httpx.Client, deployment_id: int, *, replicas: int | None = None,
+                timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = client.get(f"/deployments/{deployment_id}")
+        assert answer.status_code == 200, answer.text
+        body: dict[str, Any] = answer.json()
+        if body["status"] == "FAILED":
+            raise AssertionError(f"deployment failed: {body}")
+        if body["status"] == "READY" and (replicas is None or body["replicas"] == replicas):
+            return body
+        assert time.monotonic() < deadline, f"not READY in {timeout}s: {body}"
+        time.sleep(0.2)
+
+
+def upload_and_deploy(client: httpx.Client, model_path: Path, requirements: bytes | None = None,
+                      replicas: int = 1) -> dict[str, Any]:
+    model = client.post("/models", json={"name": f"iris-{time.monotonic_ns()}"}).raise_for_status().json()
+    version = client.post(f"/models/{model['id']}/versions", json={}).raise_for_status().json()
+    files: dict[str, Any] = {"model_file": ("model.joblib", model_path.read_bytes())}
+    if requirements is not None:
+        files["requirements_file"] = ("requirements.txt", requirements)
+    uploaded = client.post(f"/versions/{version['id']}/upload", files=files)
+    assert uploaded.status_code == 200, uploaded.text
+    assert uploaded.json()["status"] == "READY"
+    created = client.post(f"/versions/{version['id']}/deployments", json={"replicas": replicas})
+    assert created.status_code == 201, created.text
+    return dict(created.json())
+
+
+@pytest.fixture(scope="module")
+def iris(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[int]]:
+    path, model = train_iris(tmp_path_factory.mktemp("iris") / "model.joblib")
+    return path, [int(v) for v in model.predict(IRIS_ROWS)]
+
+
+def test_the_seed_testing_section(tmp_path: Path, iris: tuple[Path, list[int]]) -> None:
+    model_path, expected = iris
+    up = start_up(tmp_path, "--ephemeral")
+    try:
+        assert any("forgotten on exit" in line or "ephemeral" in line for line in up.lines)
+        assert any(line.startswith("user default created") for line in up.lines)
+        with up.client() as client:
+            # 1-2. upload a model (with requirements.txt) and create a deployment
+            from importlib.metadata import version
+
+            created = upload_and_deploy(client, model_path, f"scikit-learn=={version('scikit-learn')}\n".encode())
+            deployment_id = created["id"]
+            assert created["url"] == f"{up.gateway}/api/v1/predict/{deployment_id}"
+            # 3. status until READY
+            ready = wait_status(client, deployment_id)
+            url = ready["url"]
+            # 4. predict through the gateway: the model's own answers
+            answer = httpx.post(url + "/predict", json={"instances": IRIS_ROWS}, timeout=30)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["predictions"] == expected
+            # scale to 2 replicas: READY again, still the same answers, at the same URL
+            patched = client.patch(f"/deployments/{deployment_id}", json={"replicas": 2})
+            assert patched.status_code == 200, patched.text
+            wait_status(client, deployment_id, replicas=2)
+            for _ in range(6):
+                assert httpx.post(url + "/predict", json={"instances": IRIS_ROWS}).json()["predictions"] == expected
+            # 5. delete: the record goes, then the URL answers 404
+            assert client.delete(f"/deployments/{deployment_id}").status_code == 202
+            deadline = time.monotonic() + 60
+            while client.get(f"/deployments/{deployment_id}").status_code != 404:
+                assert time.monotonic() < deadline, "the deployment record was not deleted"
+                time.sleep(0.2)
+            gone = httpx.post(url + "/predict", json={"instances": IRIS_ROWS})
+            assert gone.status_code == 404 and gone.json()["code"] == "deployment_not_found"
+    finally:
+        assert up.stop() == 0, "\n".join(up.lines[-30:])
+    assert up.lines[-1] == "stopped"
+
+
+def test_a_persisted_deployment_serves_again_after_a_restart(tmp_path: Path, iris: tuple[Path, list[int]]) -> None:
+    model_path, expected = iris
+    state = tmp_path / "state"
+    port, gateway_port = free_port(), free_port()
+    up = start_up(tmp_path, "--persist", "--state-dir", str(state), port=port, gateway_port=gateway_port)
+    try:
+        with up.client() as client:
+            deployment_id = upload_and_deploy(client, model_path)["id"]
+            url = wait_status(client, deployment_id)["url"]
+        assert httpx.post(url + "/predict", json={"instances": IRIS_ROWS}).json()["predictions"] == expected
+    finally:
+        assert up.stop() == 0, "\n".join(up.lines[-30:])
+    with pytest.raises(httpx.ConnectError):
+        httpx.post(url + "/predict", json={"instances": IRIS_ROWS})
+
+    again = start_up(tmp_path, "--persist", "--state-dir", str(state), port=port, gateway_port=gateway_port)
+    try:
+        assert any(line.startswith("restored 1 of 1 deployment") for line in again.lines), again.lines
+        assert not any("created" in line and "user default" in line for line in again.lines)  # the same user
+        answer = httpx.post(url + "/predict", json={"instances": IRIS_ROWS}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["predictions"] == expected
+        with again.client() as client:
+            assert client.get(f"/deployments/{deployment_id}").json()["status"] == "READY"
+    finally:
+        assert again.stop() == 0, "\n".join(again.lines[-30:])
