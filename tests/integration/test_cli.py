@@ -25,7 +25,7 @@ import pytest
 
 from modelport.artifacts.events import ArtifactEvents
 from modelport.artifacts.storage import ObjectStore
-from modelport.cli.client import ApiClient
+from modelport.cli.client import ApiClient, wait_until
 from modelport.local.processes import ServerProcess, free_port, start
 from modelport.local.sqs import SqsEventSource, setup_upload_events
 from modelport.store.repository import Store
@@ -416,11 +416,14 @@ def test_predict_through_the_deployment_url(
     )
     try:
         server.wait_ready(60)
+        wait_until(lambda: httpx.get(f"{server.url}/readyz").status_code, lambda code: code == 200, timeout=60)
         rows = tmp_path / "rows.json"
         rows.write_text(json.dumps(IRIS_ROWS))
         model = joblib.load(model_file)
 
-        answer = json.loads(cli("predict", str(deployment["id"]), "--data", f"@{rows}").stdout)
+        answered = cli("predict", str(deployment["id"]), "--data", f"@{rows}")
+        assert answered.code == 0, answered
+        answer = json.loads(answered.stdout)
         assert answer["predictions"] == model.predict(IRIS_ROWS).tolist()
 
         proba = cli("predict", str(deployment["id"]), "--data", json.dumps({"instances": IRIS_ROWS}), "--proba")
