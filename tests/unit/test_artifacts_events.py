@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import uuid
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from modelport.local.sqs import LambdaContext
 from modelport.settings import Settings
 from modelport.store.records import ensure_table
 from modelport.store.repository import Store
+from tests.support.functions import load_function as load_handler
 from tests.support.models import train_iris
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,12 +56,7 @@ def test_sample_events_parse() -> None:
 
 
 def load_function() -> ModuleType:
-    path = ROOT / "functions" / "artifacts" / "app.py"
-    spec = importlib.util.spec_from_file_location(f"artifacts_fn_{uuid.uuid4().hex[:8]}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_handler("artifacts")
 
 
 @pytest.fixture()
