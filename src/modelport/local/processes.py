@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from modelport.local.tools import Tools, ensure_tools, java
 
@@ -73,7 +74,7 @@ def start(
     env: dict[str, str] | None = None,
 ) -> ServerProcess:
     log_path = None
-    out: int | object = subprocess.DEVNULL
+    out: Any = subprocess.DEVNULL
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"{name}.log"

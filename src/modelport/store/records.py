@@ -30,7 +30,7 @@ class _Meta:
     stream_view_type = "NEW_AND_OLD_IMAGES"
 
 
-class OwnerIndex(GlobalSecondaryIndex["Record"]):
+class OwnerIndex(GlobalSecondaryIndex[Any]):
     class Meta:
         index_name = schema.GSI1
         projection = AllProjection()
@@ -39,7 +39,7 @@ class OwnerIndex(GlobalSecondaryIndex["Record"]):
     GSI1SK = UnicodeAttribute(range_key=True)
 
 
-class ModelChildrenIndex(GlobalSecondaryIndex["Record"]):
+class ModelChildrenIndex(GlobalSecondaryIndex[Any]):
     class Meta:
         index_name = schema.GSI2
         projection = AllProjection()
@@ -51,7 +51,7 @@ class ModelChildrenIndex(GlobalSecondaryIndex["Record"]):
 class Record(Model):
     """The base of every record: keys and the two indexes."""
 
-    Meta = _Meta
+    Meta = _Meta  # type: ignore[assignment]
 
     PK = UnicodeAttribute(hash_key=True)
     SK = UnicodeAttribute(range_key=True)
@@ -71,30 +71,30 @@ class Record(Model):
 class GuardRecord(Record):
     """A name taken: exists only to make a name unique (condition attribute_not_exists)."""
 
-    Meta = _Meta
+    Meta = _Meta  # type: ignore[assignment]
     ref = NumberAttribute(null=True)
 
 
 class CounterRecord(Record):
-    Meta = _Meta
+    Meta = _Meta  # type: ignore[assignment]
     value = NumberAttribute(default=0)
 
 
 class UserRecord(Record):
-    Meta = _Meta
+    Meta = _Meta  # type: ignore[assignment]
     owner = UnicodeAttribute()
     name = UnicodeAttribute()
     created_at = UTCDateTimeAttribute()
 
 
 class ApiKeyRecord(Record):
-    Meta = _Meta
+    Meta = _Meta  # type: ignore[assignment]
     owner = UnicodeAttribute()
     created_at = UTCDateTimeAttribute()
 
 
 class ModelRecord(Record):
-    Meta = _Meta
+    Meta = _Meta  # type: ignore[assignment]
     id = NumberAttribute()
     owner = UnicodeAttribute()
     name = UnicodeAttribute()
@@ -108,7 +108,7 @@ class ModelRecord(Record):
 
 
 class VersionRecord(Record):
-    Meta = _Meta
+    Meta = _Meta  # type: ignore[assignment]
     id = NumberAttribute()
     model_id = NumberAttribute()
     owner = UnicodeAttribute()
@@ -125,7 +125,7 @@ class VersionRecord(Record):
 
 
 class DeploymentRecord(Record):
-    Meta = _Meta
+    Meta = _Meta  # type: ignore[assignment]
     id = NumberAttribute()
     owner = UnicodeAttribute()
     namespace = UnicodeAttribute()

@@ -507,7 +507,7 @@ class Store:
                 & (DeploymentRecord.released != 1)
             )
             if change_replicas:
-                actions.append(DeploymentRecord.replicas.set(replicas))
+                actions.append(DeploymentRecord.replicas.set(int(replicas or 0)))
             if change_follow:
                 actions.append(DeploymentRecord.follow_latest.set(int(bool(follow_latest))))
             if change_version or change_replicas:
@@ -606,7 +606,7 @@ class Store:
                 with self._transact() as tx:
                     tx.update(record, actions=actions, condition=condition)
                     if current.version_id != restore[0]:
-                        self._release_version(tx, current.version_id)
+                        self._release_version(tx, int(current.version_id))
                         tx.update(
                             VersionRecord(f"{schema.VERSION_PREFIX}{restore[0]}", "VERSION"),
                             actions=[VersionRecord.deployments.add(1)],
@@ -673,7 +673,7 @@ class Store:
                         DeploymentRecord.updated_at.set(now),
                         DeploymentRecord.observed_generation.set(generation),
                         DeploymentRecord.released.set(1),
-                        DeploymentRecord.ttl.set(timedelta(seconds=max(expires_in, 1))),
+                        DeploymentRecord.ttl.set(timedelta(seconds=max(expires_in, 1))),  # type: ignore[arg-type]
                     ],
                     condition=(DeploymentRecord.generation == generation)
                     & (DeploymentRecord.status != DeploymentStatus.DELETING.value)
