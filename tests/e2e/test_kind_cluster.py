@@ -8,6 +8,7 @@ This machine has no Docker engine: the test reports that it did not run, and why
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -74,10 +75,11 @@ def test_deploy_predict_scale_delete_on_kind(
     v = store.create_version("alice", m.id, None)
     key = f"models/{m.id}/versions/{v.id}/model.joblib"
     s3.upload_file(str(path), "models", key)
-    import hashlib
     store.set_version_artifacts(
         v.id, s3_path=f"s3://models/{key}", requirements_artifact=None,
-        model_artifact=Artifact(key=key, size=path.stat().st_size, sha256=hashlib.sha256(path.read_bytes()).hexdigest()),
+        model_artifact=Artifact(
+            key=key, size=path.stat().st_size, sha256=hashlib.sha256(path.read_bytes()).hexdigest()
+        ),
     )
     driver = HelmDriver(settings=settings, helm_bin=str(tools.helm), kubectl_bin=str(tools.kubectl),
                         chart=repo_root / "charts/model-serving")
