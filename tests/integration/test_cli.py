@@ -28,8 +28,10 @@ from modelport.artifacts.storage import ObjectStore
 from modelport.cli.client import ApiClient, wait_until
 from modelport.local.processes import ServerProcess, free_port, start
 from modelport.local.sqs import SqsEventSource, setup_upload_events
+from modelport.local.tools import Tools
 from modelport.store.repository import Store
 from tests.integration.conftest import ControlPlane
+from tests.support.kube_emulator import KubeEmulator
 from tests.support.models import IRIS_ROWS, train_iris
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,7 +73,9 @@ class Cli:
 
     def __call__(self, *args: str, extra_env: dict[str, str] | None = None, timeout: float = 120) -> Result:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPORT_")}
-        env.update(MODELPORT_CONFIG=str(self.config), COLUMNS="200", NO_COLOR="1", **self.env, **(extra_env or {}))
+        env.update({"MODELPORT_CONFIG": str(self.config), "COLUMNS": "200", "NO_COLOR": "1"})
+        env.update(self.env)
+        env.update(extra_env or {})
         done = subprocess.run(
             [sys.executable, "-m", "modelport.cli", *args], env=env, capture_output=True, text=True, timeout=timeout,
         )
@@ -381,9 +385,26 @@ def test_deploy_of_a_version_without_upload_is_refused(alice: Cli) -> None:
     assert "READY" in result.error_line
 
 
-def test_reconcile_is_wired(alice: Cli) -> None:
-    result = alice("reconcile", "--help")
-    assert result.code == 0 and "Sweep" in result.stdout
+def test_reconcile_sweeps_the_cluster_and_says_when_it_cannot(
+    platform: ControlPlane, kube_cluster: KubeEmulator, tools: Tools, tmp_path: Path
+) -> None:
+    cli = Cli(tmp_path / "config.toml", env={
+        **platform.env, "KUBECONFIG": str(kube_cluster.kubeconfig), "CLUSTER_DRIVER": "helm",
+        "HELM_BIN": str(tools.helm), "KUBECTL_BIN": str(tools.kubectl),
+    })
+
+    swept = cli("reconcile")
+    assert swept.code == 0, swept
+    assert "reconcile: nothing to do" in swept.stderr
+
+    kube_cluster.stop()
+    unreachable = cli("reconcile")
+    assert unreachable.code == 3, unreachable
+    assert "could not be reached" in unreachable.error_line
+
+    local = cli("reconcile", extra_env={"CLUSTER_DRIVER": "local"})
+    assert local.code == 2
+    assert "modelport up" in local.error_line
 
 
 # ------------------------------------------------------------------------------------------ predict

@@ -3,25 +3,12 @@ stuck records re-driven), printing what it did."""
 
 from __future__ import annotations
 
-import inspect
-from typing import Any
-
 import typer
 
 from modelport.cli import app
 from modelport.cli import output as o
-from modelport.cli.client import CliError, handle_errors
-
-
-def _load_sweep() -> Any:
-    try:
-        from modelport.deploy.reconcile import sweep  # lazily: it needs the deployer's dependencies
-    except ImportError as exc:
-        raise CliError(
-            f"this installation has no reconcile sweep (modelport.deploy.reconcile: {exc}); "
-            "update modelport or run the deployer"
-        ) from None
-    return sweep
+from modelport.cli.client import CliError, ExitCode, handle_errors
+from modelport.domain.errors import ModelportError
 
 
 @app.command("reconcile", epilog=o.EPILOG)
@@ -29,18 +16,41 @@ def _load_sweep() -> Any:
 def reconcile() -> None:
     """Sweep the cluster against the table once (as the deployer's scheduled sweep does).
 
-    Uninstalls releases without a record and re-drives records stuck in a transient status. Talks
-    to the table and the cluster directly, with settings from the environment, as the deployer.
+    Uninstalls modelport releases that have no record and re-drives records stuck in a transient
+    status. Talks to the table and the cluster directly, with the deployer's settings from the
+    environment (TABLE_NAME, DYNAMODB_ENDPOINT, KUBECONFIG, CLUSTER_DRIVER=helm ...).
     """
     from modelport.settings import get_settings
 
-    sweep = _load_sweep()
-    params = inspect.signature(sweep).parameters
-    result = sweep(get_settings()) if "settings" in params else sweep()
-    actions = result if isinstance(result, list | tuple) else getattr(result, "actions", None)
-    if actions is None:
-        typer.echo(str(result) if result is not None else "reconcile: done")
-        return
-    for action in actions:
-        typer.echo(str(action))
-    o.done(f"reconcile: {len(actions)} action(s)")
+    settings = get_settings()
+    if settings.cluster_driver == "local":
+        # The local driver's model servers belong to the `modelport up` process; a second process
+        # would see none of them and start duplicates. That process runs the sweep itself.
+        raise CliError(
+            "with CLUSTER_DRIVER=local the sweep runs inside `modelport up`; `modelport reconcile` "
+            "drives a Kubernetes cluster (CLUSTER_DRIVER=helm with KUBECONFIG)",
+            ExitCode.USAGE,
+        )
+    try:
+        # imported here: the deployer's code (helm driver) is needed by this command only
+        from pynamodb.exceptions import PynamoDBException
+
+        from modelport.deploy.driver import ClusterError
+        from modelport.deploy.reconcile import sweep
+        from modelport.deploy.runtime import get_driver
+        from modelport.store.repository import Store
+    except ImportError as exc:
+        raise CliError(f"this installation has no reconcile sweep ({exc})") from None
+    try:
+        report = sweep(Store(settings), get_driver(settings), settings)
+    except ValueError as exc:  # a bad CLUSTER_DRIVER
+        raise CliError(str(exc), ExitCode.USAGE) from None
+    except ClusterError as exc:
+        raise CliError(exc.message, ExitCode.UNREACHABLE if exc.retryable else ExitCode.ERROR) from None
+    except ModelportError as exc:
+        raise CliError(exc.message) from None
+    except PynamoDBException as exc:
+        raise CliError(f"cannot read the table {settings.table_name}: {exc.msg}", ExitCode.UNREACHABLE) from None
+    for line in report.lines():
+        typer.echo(line)
+    o.done(f"reconcile: {len(report.outcomes)} action(s)" if report.outcomes else "reconcile: nothing to do")
