@@ -75,8 +75,8 @@ def _auto_deployment(api: ApiClient, version_id: int, flow: str, timeout: float)
     def find() -> dict[str, Any] | None:
         return next((d for d in api.list_deployments() if d.get("version_id") == version_id), None)
 
-    try:
-        return wait_until(find, lambda d: d is not None, timeout)
+    try:  # the artifacts function creates it right after marking the version READY
+        return wait_until(find, lambda d: d is not None, min(timeout, 30.0))
     except WaitTimedOut:
         return None
 
