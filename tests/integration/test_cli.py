@@ -53,7 +53,7 @@ def artifacts_worker(plane: ControlPlane, moto_server: ServerProcess) -> SqsEven
     assert spec is not None and spec.loader is not None
     function = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(function)
-    function._logic = ArtifactEvents(Store(plane.settings), ObjectStore(plane.settings))
+    function._logic = ArtifactEvents(Store(plane.settings), ObjectStore(plane.settings))  # type: ignore[attr-defined]
     return SqsEventSource(
         sqs, queues.queue_url, function.handler, batch_size=10, wait_seconds=1, function_name="artifacts",
     ).start()
