@@ -155,9 +155,9 @@ def _artifact_key(spec: DeploySpec) -> tuple[Any, ...]:
             spec.requirements_sha256, spec.model_name, spec.path)
 
 
-def failure_reason(log_text: str, *, lines: int = 8) -> str:
-    """The model server's own explanation from its log: its final 'cannot serve' paragraph, else its
-    last error, else the last lines."""
+def stated_reason(log_text: str) -> str | None:
+    """The model server's own explanation in its log: its final 'cannot serve' paragraph, else its
+    last error; None if it said nothing of the kind (e.g. it was killed)."""
     raw = [line for line in log_text.splitlines() if line.strip()]
     for line in reversed(raw):
         if line.startswith("modelport model server:"):
@@ -172,6 +172,15 @@ def failure_reason(log_text: str, *, lines: int = 8) -> str:
             continue
         if isinstance(entry, dict) and entry.get("level") in ("ERROR", "CRITICAL") and entry.get("message"):
             return str(entry["message"])
+    return None
+
+
+def failure_reason(log_text: str, *, lines: int = 8) -> str:
+    """:func:`stated_reason`, else the log's last lines."""
+    stated = stated_reason(log_text)
+    if stated is not None:
+        return stated
+    raw = [line for line in log_text.splitlines() if line.strip()]
     return "\n".join(raw[-lines:]) or "(the log is empty)"
 
 
@@ -587,8 +596,8 @@ class LocalProcessDriver:
                 replica.ready, replica.probing, replica.restart_at = False, False, now + delay
                 changed = True
                 message = f"replica {replica.index + 1} exited with code {code}; restarting in {delay:g} s"
-                reason = failure_reason(_read_tail(replica.log_path), lines=3)
-                logger.warning("deployment %d: %s (%s)", rel.deployment_id, message, reason.splitlines()[-1][:300])
+                reason = stated_reason(_read_tail(replica.log_path))
+                logger.warning("deployment %d: %s%s", rel.deployment_id, message, f" ({reason})" if reason else "")
                 events.append(ReplicaEvent(rel.deployment_id, rel.namespace, rel.release, replica.index + 1,
                                            "exited", message, code, delay))
             elif replica.restart_at is not None and now >= replica.restart_at:

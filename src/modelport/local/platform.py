@@ -322,6 +322,21 @@ class Platform:
             queues = setup_upload_events(s3, sqs, settings.minio_bucket_name, UPLOADS_QUEUE,
                                          max_receive_count=max_receive, visibility_timeout=visibility)
 
+        # the functions, loaded now that the environment says where everything is
+        deployer = load_handler(root, "deployer")
+        artifacts = load_handler(root, "artifacts")
+        import modelport.api.app
+        import modelport.deploy.reconcile
+        import modelport.local.streams  # noqa: F401
+
+        # Powertools' Logger(service="modelport") prints JSON on stdout for the whole "modelport" logger
+        # tree; in the foreground everything goes to the one readable console log instead. (Powertools
+        # reuses the tree's first handler for later Logger instances, so it is replaced, not removed.)
+        tree = logging.getLogger("modelport")
+        tree.handlers[:] = [console_handler()]  # a fresh one: Powertools filters "modelport" off root's
+        tree.propagate = False
+        tree.setLevel(logging.DEBUG if o.verbose else logging.INFO)
+
         # 3. the cluster driver
         from modelport.deploy import runtime
 
@@ -341,8 +356,6 @@ class Platform:
         # 4. event sources, with template.yaml's settings
         from modelport.local.streams import StreamPoller, StreamSourceConfig
 
-        deployer = load_handler(root, "deployer")
-        artifacts = load_handler(root, "artifacts")
         stream = StreamPoller(table_name=settings.table_name, handler=deployer,
                               config=StreamSourceConfig.from_template("deployer"), endpoint_url=dynamodb_url)
         stream.start()
@@ -497,11 +510,14 @@ def run_demo(platform: Platform) -> None:
 
 
 # --------------------------------------------------------------------------- foreground run
+def console_handler() -> logging.Handler:
+    return RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False,
+                       log_time_format="%H:%M:%S")
+
+
 def configure_logging(verbose: bool) -> None:
-    handler = RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False,
-                          log_time_format="%H:%M:%S")
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [console_handler()]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     for name in ("botocore", "boto3", "urllib3", "httpx", "httpcore", "uvicorn.access", "pynamodb", "s3transfer"):
         logging.getLogger(name).setLevel(logging.WARNING)
