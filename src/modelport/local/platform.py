@@ -563,7 +563,10 @@ def _start_and_demo(platform: Platform, interrupted: threading.Event) -> None:
         if platform.stopped.is_set():
             return
         platform.error = str(exc)
-        logger.debug("modelport up failed", exc_info=True)
+        if isinstance(exc, PlatformError):
+            logger.debug("modelport up failed", exc_info=True)
+        else:  # a bug, not a setup problem: show where, so it can be reported
+            logger.error("modelport up failed", exc_info=True)
         message = str(exc) if isinstance(exc, PlatformError) else f"{type(exc).__name__}: {exc}"
         Console(stderr=True).print(f"[red]error:[/] {message}")
         interrupted.set()
