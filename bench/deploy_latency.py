@@ -33,9 +33,8 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support.models import IRIS_ROWS, train_iris  # noqa: E402
-
 from modelport.local.processes import free_port  # noqa: E402
+from tests.support.models import IRIS_ROWS, train_iris  # noqa: E402
 
 POLL = 0.05
 

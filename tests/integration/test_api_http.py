@@ -136,7 +136,7 @@ def test_concurrent_patches_lose_nothing(alice: httpx.Client, model_file: Path):
         barrier = threading.Barrier(2)
         answers: list[httpx.Response] = []
 
-        def patch(body: dict, barrier: threading.Barrier = barrier) -> None:
+        def patch(body: dict, barrier: threading.Barrier = barrier, answers: list = answers) -> None:
             barrier.wait()
             answers.append(alice.patch(url, json=body))
 
