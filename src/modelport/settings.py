@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     requirements_uri: str | None = None
     requirements_sha256: str | None = None
     model_name: str = "model"
+    server_host: str = Field(default="0.0.0.0", description="the interface the model server listens on")  # noqa: S104
     port: int = 8080
     root_path: str = ""
     model_cache_dir: str = "/tmp/modelport"

@@ -398,6 +398,7 @@ class LocalProcessDriver:
         env["MINIO_USE_SSL"] = "true" if s.minio_use_ssl else "false"
         env["AWS_REGION"] = s.aws_region
         env["LOG_LEVEL"] = s.log_level
+        env["SERVER_HOST"] = "127.0.0.1"  # only the gateway reaches a local replica, never the network
         env.update(self.extra_env)
         return env
 

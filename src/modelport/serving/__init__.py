@@ -15,7 +15,8 @@ MODEL_SHA256                refuse to load a file with another sha256
 REQUIREMENTS_URI            requirements.txt next to the model (same forms as MODEL_URI)
 REQUIREMENTS_SHA256         its sha256
 MODEL_NAME                  the name in V1/V2 paths (default ``model``)
-PORT                        listen port (default 8080), on 0.0.0.0
+PORT                        listen port (default 8080)
+SERVER_HOST                 listen interface (default 0.0.0.0, as a pod needs)
 ROOT_PATH                   also serve every path under this prefix (``/api/v1/predict/7``)
 MODEL_CACHE_DIR             downloads and requirements environments (default ``/tmp/modelport``)
 MAX_REQUEST_BYTES           larger bodies get 413 (default 16 MiB)

@@ -54,6 +54,7 @@ class ServeConfig(BaseModel):
             "requirements_uri": settings.requirements_uri,
             "requirements_sha256": settings.requirements_sha256,
             "model_name": settings.model_name,
+            "host": settings.server_host,
             "port": settings.port,
             "root_path": settings.root_path,
             "model_cache_dir": settings.model_cache_dir,
