@@ -287,3 +287,9 @@ def test_public_base_url_setting_shapes_deployment_urls(
     version = ready_version(client, model["id"], model_file)
     deployment = client.post(f"/api/v1/versions/{version['id']}/deployments", json={"replicas": 1}).json()
     assert deployment["url"] == f"https://models.example.com/api/v1/predict/{deployment['id']}"
+
+
+def test_me_names_the_caller_and_their_namespace(control_plane: ControlPlane):
+    client = control_plane.client(control_plane.create_user("carol-42"))
+    assert client.get("/api/v1/me").json() == {"owner": "carol-42", "namespace": "user-carol-42"}
+    assert control_plane.client(None).get("/api/v1/me").status_code == 401

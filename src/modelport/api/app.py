@@ -6,7 +6,10 @@ from fastapi import APIRouter, Depends, FastAPI
 
 from modelport import __version__
 from modelport.api import errors
+from modelport.api.deps import Owner
 from modelport.api.routers import deployments, models, versions
+from modelport.api.schemas import MeOut
+from modelport.domain.paths import namespace_for
 from modelport.settings import Settings, get_settings
 from modelport.store.repository import Store
 
@@ -29,6 +32,11 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     errors.install(app)
 
     api = APIRouter(prefix=API_PREFIX)
+
+    @api.get("/me", response_model=MeOut, tags=["users"])
+    def me(owner: Owner) -> MeOut:
+        return MeOut(owner=owner, namespace=namespace_for(owner))
+
     api.include_router(models.router)
     api.include_router(versions.router, dependencies=[Depends(versions.refuse_oversized_upload)])
     api.include_router(deployments.router)

@@ -108,3 +108,10 @@ class UploadUrlOut(BaseModel):
     requirements: PresignedPostOut | None
     expires_in: int
     max_bytes: int
+
+
+class MeOut(BaseModel):
+    """Who the credentials belong to, and where their deployments run."""
+
+    owner: str
+    namespace: str

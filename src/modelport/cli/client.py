@@ -322,9 +322,10 @@ class ApiClient:
         response = self.send("GET", "/healthz")
         return dict(response.json())
 
-    def verify_key(self) -> None:
-        """An authenticated request that any valid key may make; ApiError 401 if the key is bad."""
-        self.call("GET", "/models", params={"limit": 1})
+    def verify_key(self) -> dict[str, Any]:
+        """Who the key belongs to (``{"owner", "namespace"}``); ApiError 401 if the key is bad."""
+        answer: dict[str, Any] = self.call("GET", "/me")
+        return answer
 
     # --- models
     def create_model(self, name: str, description: str | None) -> dict[str, Any]:

@@ -62,7 +62,7 @@ def status(json_: o.JsonOption = False) -> None:
     config = load_config()
     report: dict[str, Any] = {
         "config": str(config.path), "endpoint": config.endpoint, "api_key": _masked(config.api_key),
-        "reachable": False, "server_version": None, "authenticated": False, "error": None,
+        "reachable": False, "server_version": None, "authenticated": False, "owner": None, "error": None,
     }
     exit_code = ExitCode.OK
     if not config.endpoint:
@@ -74,7 +74,7 @@ def status(json_: o.JsonOption = False) -> None:
                 report["server_version"] = api.health().get("version")
                 report["reachable"] = True
                 if config.api_key:
-                    api.verify_key()
+                    report["owner"] = api.verify_key().get("owner")
                     report["authenticated"] = True
                 else:
                     report["error"] = "no API key configured: run `modelport login`"
@@ -91,7 +91,7 @@ def status(json_: o.JsonOption = False) -> None:
             ("endpoint", o.cell(report["endpoint"])),
             ("reachable", (yes + f" (server {escape(str(report['server_version']))})") if report["reachable"] else no),
             ("api key", o.cell(report["api_key"])),
-            ("authenticated", yes if report["authenticated"] else no),
+            ("authenticated", (yes + f" as {escape(str(report['owner']))}") if report["authenticated"] else no),
         ])
         if report["error"]:
             typer.echo(f"error: {report['error']}", err=True)
