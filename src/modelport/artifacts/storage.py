@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 from typing import IO, Any
 
-import boto3
 from botocore.config import Config
 
 from modelport.settings import Settings
@@ -14,6 +13,10 @@ CHUNK = 1024 * 1024
 
 
 def s3_client(settings: Settings) -> Any:
+    # boto3 (with s3transfer) is imported here, not at module level: most API requests never touch
+    # S3, and Lambda bills the import of the handler module as init (bench/api_cold_start.py)
+    import boto3
+
     kwargs: dict[str, Any] = {
         "region_name": settings.aws_region,
         "config": Config(signature_version="s3v4", s3={"addressing_style": "path"}, retries={"mode": "standard"}),
