@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +43,7 @@ from modelport.deploy.driver import (
     ReleasePhase,
     ReleaseStatus,
 )
+from modelport.deploy.eks import TOKEN_LIFETIME_SECONDS, with_eks_tokens
 from modelport.settings import Settings, get_settings
 
 logger = Logger(service="modelport")
@@ -74,7 +76,8 @@ _NOT_FOUND = re.compile(r"release: not found|not found", re.IGNORECASE)
 _SCHEMA = re.compile(r"values don't meet the specifications of the schema|execution error at", re.IGNORECASE)
 
 _secret_kubeconfig_lock = threading.Lock()
-_secret_kubeconfig: dict[str, Path] = {}
+#: secret ARN -> (file, the secret's text, when a token in the file was made; None: no token)
+_secret_kubeconfig: dict[str, tuple[Path, str, float | None]] = {}
 
 
 # --- locating things ---------------------------------------------------------------------------
@@ -113,27 +116,37 @@ def find_chart(setting: str | None) -> Path:
 
 
 def kubeconfig_from_secret(arn: str, region: str | None = None) -> Path:
-    """Fetch the kubeconfig from Secrets Manager once per process into a 0600 temporary file."""
+    """The kubeconfig from Secrets Manager, in a 0600 temporary file: the secret is read once per
+    process; an EKS ``aws eks get-token`` user is replaced by a token made here (Lambda has no AWS
+    CLI, see deploy/eks.py), and the file is rewritten before that token expires."""
     with _secret_kubeconfig_lock:
-        if arn in _secret_kubeconfig and _secret_kubeconfig[arn].is_file():
-            return _secret_kubeconfig[arn]
-        import boto3
-        from botocore.exceptions import BotoCoreError, ClientError
+        cached = _secret_kubeconfig.get(arn)
+        fresh = cached is not None and cached[0].is_file() and (
+            cached[2] is None or time.monotonic() - cached[2] < TOKEN_LIFETIME_SECONDS
+        )
+        if cached is not None and fresh:
+            return cached[0]
+        text = cached[1] if cached is not None else _read_secret(arn, region)
+        rendered = with_eks_tokens(text, region or os.environ.get("AWS_REGION", "us-east-1"))
+        path = cached[0] if cached is not None else Path(
+            tempfile.mkstemp(prefix="modelport-kubeconfig-", suffix=".yaml")[1]
+        )
+        path.write_text(rendered)
+        os.chmod(path, 0o600)
+        _secret_kubeconfig[arn] = (path, text, time.monotonic() if rendered != text else None)
+        return path
 
-        try:
-            client = boto3.client("secretsmanager", region_name=region)
-            answer = client.get_secret_value(SecretId=arn)
-        except (BotoCoreError, ClientError) as exc:
-            raise ClusterError(f"could not read the kubeconfig secret: {exc}", retryable=True) from exc
-        text = answer.get("SecretString")
-        if text is None:
-            text = answer["SecretBinary"].decode("utf-8")
-        fd, name = tempfile.mkstemp(prefix="modelport-kubeconfig-", suffix=".yaml")
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(name, 0o600)
-        _secret_kubeconfig[arn] = Path(name)
-        return _secret_kubeconfig[arn]
+
+def _read_secret(arn: str, region: str | None) -> str:
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        answer = boto3.client("secretsmanager", region_name=region).get_secret_value(SecretId=arn)
+    except (BotoCoreError, ClientError) as exc:
+        raise ClusterError(f"could not read the kubeconfig secret: {exc}", retryable=True) from exc
+    text = answer.get("SecretString")
+    return str(text) if text is not None else answer["SecretBinary"].decode("utf-8")
 
 
 # --- values ----------------------------------------------------------------------------------
