@@ -202,41 +202,6 @@ def chart_values(spec: DeploySpec) -> dict[str, Any]:
     }
 
 
-def spec_from_settings(
-    *,
-    deployment_id: int,
-    namespace: str,
-    release: str,
-    model_bucket: str,
-    model_key: str,
-    replicas: int,
-    settings: Settings | None = None,
-    **overrides: Any,
-) -> DeploySpec:
-    """A DeploySpec with the cluster-wide parts (image, ingress, in-cluster S3, timeout) from settings."""
-    s = settings or get_settings()
-    fields: dict[str, Any] = {
-        "deployment_id": deployment_id,
-        "namespace": namespace,
-        "release": release,
-        "model_bucket": model_bucket,
-        "model_key": model_key,
-        "replicas": replicas,
-        "image": s.model_server_image,
-        "ingress_host": s.ingress_host,
-        "ingress_base_path": s.ingress_base_path,
-        "ingress_class_name": s.ingress_class_name,
-        "s3_endpoint": s.cluster_s3_endpoint,
-        "s3_use_ssl": s.cluster_s3_use_ssl,
-        "s3_region": s.aws_region,
-        "s3_access_key": s.minio_access_key,
-        "s3_secret_key": s.minio_secret_key,
-        "timeout_seconds": s.helm_timeout_seconds,
-    }
-    fields.update(overrides)
-    return DeploySpec(**fields)
-
-
 # --- parsing helm's answers ------------------------------------------------------------------
 
 

@@ -99,6 +99,21 @@ def _cursor_decode(cursor: str | None, partition: str, attr: str) -> dict[str, A
     return key
 
 
+R = TypeVar("R", bound=Record)
+
+
+def _owned(cls: type[R], kind: str, record_id: int, owner: str | None) -> R:
+    """The ``kind`` record with this id, if ``owner`` owns it (None: whoever does). Another
+    owner's record is NotFound, exactly like a missing one: ids reveal nothing."""
+    try:
+        record = cls.get(f"{kind.upper()}#{record_id}", kind.upper())
+    except DoesNotExist:
+        record = None
+    if record is None or (owner is not None and getattr(record, "owner", None) != owner):
+        raise NotFound(f"{kind} {record_id} not found", code=f"{kind}_not_found")
+    return record
+
+
 class Page(BaseModel):
     items: list[Any]
     next_cursor: str | None = None
@@ -176,13 +191,7 @@ class Store:
         return _to_entity(record, Model, auto_deploy=AutoDeploy.model_validate(record.auto_deploy or {}))
 
     def _model_record(self, owner: str, model_id: int) -> ModelRecord:
-        try:
-            record = ModelRecord.get(f"{schema.MODEL_PREFIX}{model_id}", "MODEL")
-        except DoesNotExist:
-            record = None
-        if record is None or record.owner != owner:
-            raise NotFound(f"model {model_id} not found", code="model_not_found")
-        return record
+        return _owned(ModelRecord, "model", model_id, owner)
 
     def create_model(self, owner: str, name: str, description: str | None) -> Model:
         model_id = self.next_id("model")
@@ -269,13 +278,7 @@ class Store:
         )
 
     def _version_record(self, owner: str | None, version_id: int) -> VersionRecord:
-        try:
-            record = VersionRecord.get(f"{schema.VERSION_PREFIX}{version_id}", "VERSION")
-        except DoesNotExist:
-            record = None
-        if record is None or (owner is not None and record.owner != owner):
-            raise NotFound(f"version {version_id} not found", code="version_not_found")
-        return record
+        return _owned(VersionRecord, "version", version_id, owner)
 
     def create_version(self, owner: str, model_id: int, label: str | None) -> Version:
         model = self._model_record(owner, model_id)
@@ -376,13 +379,7 @@ class Store:
         return _to_entity(record, Deployment, follow_latest=bool(record.follow_latest))
 
     def _deployment_record(self, owner: str | None, deployment_id: int) -> DeploymentRecord:
-        try:
-            record = DeploymentRecord.get(f"{schema.DEPLOYMENT_PREFIX}{deployment_id}", "DEPLOYMENT")
-        except DoesNotExist:
-            record = None
-        if record is None or (owner is not None and record.owner != owner):
-            raise NotFound(f"deployment {deployment_id} not found", code="deployment_not_found")
-        return record
+        return _owned(DeploymentRecord, "deployment", deployment_id, owner)
 
     @staticmethod
     def _not_ready(version: Version) -> Conflict:
