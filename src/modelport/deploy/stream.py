@@ -58,8 +58,9 @@ def handle_batch(event: dict[str, Any], context: Any, reconciler: Reconciler, co
             else:
                 outcome = await asyncio.to_thread(reconciler.reconcile, deployment_id, seconds_left=seconds_left())
             if outcome is not None:
-                logger.info("reconciled", extra={"deployment_id": deployment_id, "action": outcome.action.value,
-                                                 "detail": outcome.message})
+                detail = f": {outcome.message}" if outcome.message else ""
+                logger.info(f"deployment {deployment_id} {outcome.action.value}{detail}",
+                            extra={"deployment_id": deployment_id, "action": outcome.action.value})
             return outcome.action.value if outcome else "nothing"
 
     # every record failing is still a partial-failure answer (retry from the first), not an exception
