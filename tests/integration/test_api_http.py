@@ -293,3 +293,38 @@ def test_me_names_the_caller_and_their_namespace(control_plane: ControlPlane):
     client = control_plane.client(control_plane.create_user("carol-42"))
     assert client.get("/api/v1/me").json() == {"owner": "carol-42", "namespace": "user-carol-42"}
     assert control_plane.client(None).get("/api/v1/me").status_code == 401
+
+
+def test_an_idempotency_key_makes_a_retried_create_harmless(alice: httpx.Client, model_file: Path):
+    model = new_model(alice, "retried")
+    version = ready_version(alice, model["id"], model_file)
+    url = f"/api/v1/versions/{version['id']}/deployments"
+    key = {"Idempotency-Key": "deploy-7f3a"}
+
+    first = alice.post(url, json={"replicas": 2}, headers=key)
+    again = alice.post(url, json={"replicas": 2}, headers=key)
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert [d["id"] for d in alice.get("/api/v1/deployments").json()["items"]].count(first.json()["id"]) == 1
+    assert len([d for d in alice.get("/api/v1/deployments").json()["items"] if d["version_id"] == version["id"]]) == 1
+
+    reused = alice.post(url, json={"replicas": 3}, headers=key)
+    assert (reused.status_code, reused.json()["code"]) == (422, "idempotency_key_reused")
+    # keys belong to their owner and operation: the same key elsewhere is a new request
+    other = alice.post(f"/api/v1/models/{model['id']}/versions", json={}, headers=key)
+    assert other.status_code == 201
+    bad = alice.post(url, json={"replicas": 1}, headers={"Idempotency-Key": "x" * 300})
+    assert (bad.status_code, bad.json()["code"]) == (422, "bad_idempotency_key")
+    # without a key, each request creates
+    assert alice.post(url, json={"replicas": 1}).json()["id"] != first.json()["id"]
+
+
+def test_a_failed_request_leaves_its_idempotency_key_free(alice: httpx.Client, model_file: Path):
+    model = new_model(alice, "later")
+    pending = alice.post(f"/api/v1/models/{model['id']}/versions", json={}).json()
+    key = {"Idempotency-Key": "after-upload"}
+    url = f"/api/v1/versions/{pending['id']}/deployments"
+    assert alice.post(url, json={"replicas": 1}, headers=key).status_code == 409  # not READY yet
+    alice.post(f"/api/v1/versions/{pending['id']}/upload",
+               files={"model_file": ("model.joblib", model_file.read_bytes())})
+    assert alice.post(url, json={"replicas": 1}, headers=key).status_code == 201

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from modelport import __version__
 from modelport.api import errors
 from modelport.api.deps import Owner
+from modelport.api.idempotency import Idempotency
 from modelport.api.routers import deployments, models, versions
 from modelport.api.schemas import MeOut
 from modelport.domain.paths import namespace_for
@@ -29,6 +30,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.state.settings = settings
     app.state.store = store or Store(settings)
     app.state.objects = None
+    app.state.idempotency = Idempotency(settings)
     errors.install(app)
 
     api = APIRouter(prefix=API_PREFIX)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Header, Query, Request
 
 from modelport.api.auth import current_owner
+from modelport.api.idempotency import Idempotency
 from modelport.artifacts.storage import ObjectStore
 from modelport.domain.errors import Invalid
 from modelport.settings import Settings
@@ -30,7 +31,16 @@ def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
+def get_idempotency(request: Request) -> Idempotency:
+    return request.app.state.idempotency  # type: ignore[no-any-return]
+
+
 StoreDep = Annotated[Store, Depends(get_store)]
+IdempotencyDep = Annotated[Idempotency, Depends(get_idempotency)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", description="retries with the same key get the first answer, not a duplicate"),
+]
 ObjectsDep = Annotated[ObjectStore, Depends(get_objects)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 

@@ -21,6 +21,7 @@ import re
 import secrets
 import time
 import tomllib
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -298,6 +299,21 @@ class ApiClient:
             raise _error_from(response)
         return response
 
+    def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A creating POST with an Idempotency-Key, so a request whose answer was lost (timeout,
+        dropped connection) is sent again safely: the server answers the first result, once."""
+        headers = {"Idempotency-Key": f"cli-{uuid.uuid4()}"}
+        for attempt in range(3):
+            try:
+                response = self.http.request("POST", API + path, json=body, headers=headers)
+                break
+            except httpx.TransportError as exc:
+                if attempt == 2:
+                    raise _not_reachable(self.endpoint, exc) from None
+        if response.is_error:
+            raise _error_from(response)
+        return dict(response.json())
+
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.send(method, API + path, **kwargs)
         if response.status_code == 204 or not response.content:
@@ -332,7 +348,7 @@ class ApiClient:
         body: dict[str, Any] = {"name": name}
         if description is not None:
             body["description"] = description
-        return dict(self.call("POST", "/models", json=body))
+        return self.create("/models", body)
 
     def list_models(self) -> list[dict[str, Any]]:
         return self.all_pages("/models")
@@ -345,7 +361,7 @@ class ApiClient:
 
     # --- versions
     def create_version(self, model_id: int, label: str | None) -> dict[str, Any]:
-        return dict(self.call("POST", f"/models/{model_id}/versions", json={"version": label} if label else {}))
+        return self.create(f"/models/{model_id}/versions", {"version": label} if label else {})
 
     def list_versions(self, model_id: int) -> list[dict[str, Any]]:
         return self.all_pages(f"/models/{model_id}/versions")
@@ -390,7 +406,7 @@ class ApiClient:
 
     # --- deployments
     def create_deployment(self, version_id: int, replicas: int) -> dict[str, Any]:
-        return dict(self.call("POST", f"/versions/{version_id}/deployments", json={"replicas": replicas}))
+        return self.create(f"/versions/{version_id}/deployments", {"replicas": replicas})
 
     def list_deployments(self) -> list[dict[str, Any]]:
         return self.all_pages("/deployments")

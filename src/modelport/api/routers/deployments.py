@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from modelport.api.deps import Owner, PagingDep, SettingsDep, StoreDep, check_replicas
+from modelport.api.deps import (
+    IdempotencyDep,
+    IdempotencyKey,
+    Owner,
+    PagingDep,
+    SettingsDep,
+    StoreDep,
+    check_replicas,
+)
 from modelport.api.schemas import DeploymentCreate, DeploymentOut, DeploymentUpdate, PageOut
 from modelport.domain.entities import Deployment
 
@@ -17,10 +25,15 @@ def deployment_out(deployment: Deployment) -> DeploymentOut:
 
 @router.post("/versions/{version_id}/deployments", status_code=201, response_model=DeploymentOut)
 def create_deployment(
-    version_id: int, owner: Owner, store: StoreDep, settings: SettingsDep, body: DeploymentCreate | None = None
+    version_id: int, owner: Owner, store: StoreDep, settings: SettingsDep, idempotency: IdempotencyDep,
+    idempotency_key: IdempotencyKey = None, body: DeploymentCreate | None = None,
 ) -> DeploymentOut:
     replicas = check_replicas((body or DeploymentCreate()).replicas, settings)
-    return deployment_out(store.create_deployment(owner, version_id, replicas))
+    answer = idempotency.run(
+        owner, "create_deployment", idempotency_key, {"version_id": version_id, "replicas": replicas},
+        lambda: deployment_out(store.create_deployment(owner, version_id, replicas)).model_dump(mode="json"),
+    )
+    return DeploymentOut.model_validate(answer)
 
 
 @router.get("/deployments", response_model=PageOut[DeploymentOut])

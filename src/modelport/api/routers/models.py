@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from modelport.api.deps import ObjectsDep, Owner, PagingDep, SettingsDep, StoreDep, check_replicas
+from modelport.api.deps import (
+    IdempotencyDep,
+    IdempotencyKey,
+    ObjectsDep,
+    Owner,
+    PagingDep,
+    SettingsDep,
+    StoreDep,
+    check_replicas,
+)
 from modelport.api.schemas import ModelCreate, ModelOut, ModelUpdate, PageOut, VersionCreate, VersionOut
 from modelport.domain.entities import Model, Version
 from modelport.domain.paths import artifact_prefix
@@ -21,8 +30,15 @@ def version_out(version: Version) -> VersionOut:
 
 
 @router.post("/models", status_code=201, response_model=ModelOut)
-def create_model(body: ModelCreate, owner: Owner, store: StoreDep) -> ModelOut:
-    return model_out(store.create_model(owner, body.name, body.description))
+def create_model(
+    body: ModelCreate, owner: Owner, store: StoreDep, idempotency: IdempotencyDep,
+    idempotency_key: IdempotencyKey = None,
+) -> ModelOut:
+    answer = idempotency.run(
+        owner, "create_model", idempotency_key, body.model_dump(mode="json"),
+        lambda: model_out(store.create_model(owner, body.name, body.description)).model_dump(mode="json"),
+    )
+    return ModelOut.model_validate(answer)
 
 
 @router.get("/models", response_model=PageOut[ModelOut])
@@ -51,8 +67,16 @@ def delete_model(model_id: int, owner: Owner, store: StoreDep, objects: ObjectsD
 
 
 @router.post("/models/{model_id}/versions", status_code=201, response_model=VersionOut)
-def create_version(model_id: int, owner: Owner, store: StoreDep, body: VersionCreate | None = None) -> VersionOut:
-    return version_out(store.create_version(owner, model_id, body.version if body else None))
+def create_version(
+    model_id: int, owner: Owner, store: StoreDep, idempotency: IdempotencyDep, idempotency_key: IdempotencyKey = None,
+    body: VersionCreate | None = None,
+) -> VersionOut:
+    label = body.version if body else None
+    answer = idempotency.run(
+        owner, "create_version", idempotency_key, {"model_id": model_id, "version": label},
+        lambda: version_out(store.create_version(owner, model_id, label)).model_dump(mode="json"),
+    )
+    return VersionOut.model_validate(answer)
 
 
 @router.get("/models/{model_id}/versions", response_model=PageOut[VersionOut])
