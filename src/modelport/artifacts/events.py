@@ -41,7 +41,6 @@ logger = Logger(service="modelport", child=True)
 
 AUTO_DEPLOY_META = "auto-deploy"  # x-amz-meta-auto-deploy
 REQUIREMENTS_META = "requirements"  # x-amz-meta-requirements: a requirements.txt comes with this model
-AUTODEPLOY_ONCE_KEY = "AUTODEPLOY"
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 _SUPERSEDED = {"412", "PreconditionFailed"}
 
@@ -230,23 +229,29 @@ class ArtifactEvents:
             return
         if not (model.auto_deploy.enabled or asked_by_upload):
             return
-        following = [
-            d for d in self.store.model_deployments(model.id)
-            if d.follow_latest and d.status not in (DeploymentStatus.DELETING, DeploymentStatus.FAILED)
-        ]
         try:
-            if following:
-                for deployment in following:
-                    if deployment.version_id < version.id:  # only forward: a late event never rolls back
-                        self.store.update_deployment(version.owner, deployment.id, version_id=version.id)
-                        outcome.deployments_moved.append(deployment.id)
+            for attempt in range(2):
+                following = [
+                    d for d in self.store.model_deployments(model.id)
+                    if d.follow_latest and d.status not in (DeploymentStatus.DELETING, DeploymentStatus.FAILED)
+                ]
+                if following:
+                    for deployment in following:
+                        if deployment.version_id < version.id:  # only forward: a late event never rolls back
+                            self.store.update_deployment(version.owner, deployment.id, version_id=version.id)
+                            outcome.deployments_moved.append(deployment.id)
+                    return
+                try:
+                    created = self.store.create_deployment(
+                        version.owner, version.id, model.auto_deploy.replicas, follow_latest=True
+                    )
+                except Conflict as exc:
+                    if exc.code == "follower_exists" and attempt == 0:
+                        continue  # created meanwhile (this event again, or another version's): move it
+                    raise
+                outcome.deployments_created.append(created.id)
                 return
-            created = self.store.create_deployment(
-                version.owner, version.id, model.auto_deploy.replicas, follow_latest=True,
-                once_key=AUTODEPLOY_ONCE_KEY,
-            )
-            outcome.deployments_created.append(created.id)
-        except ModelportError as exc:  # already_done, or the version changed meanwhile: nothing to do
+        except ModelportError as exc:  # the version or the follower changed meanwhile: nothing to do
             logger.info("auto-deploy skipped", extra={"version_id": version.id, "code": exc.code,
                                                       "reason": exc.message})
 

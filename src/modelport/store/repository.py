@@ -102,6 +102,10 @@ def _cursor_decode(cursor: str | None, partition: str, attr: str) -> dict[str, A
 R = TypeVar("R", bound=Record)
 
 
+def _follower_guard(model_id: int, deployment_id: int) -> GuardRecord:
+    return GuardRecord(f"{schema.MODEL_PREFIX}{model_id}", "FOLLOWER", ref=deployment_id, type="GUARD")
+
+
 def _owned(cls: type[R], kind: str, record_id: int, owner: str | None) -> R:
     """The ``kind`` record with this id, if ``owner`` owns it (None: whoever does). Another
     owner's record is NotFound, exactly like a missing one: ids reveal nothing."""
@@ -414,10 +418,11 @@ class Store:
 
     def create_deployment(
         self, owner: str, version_id: int, replicas: int, *, follow_latest: bool = False,
-        once_key: str | None = None,
     ) -> Deployment:
-        """``once_key``: a guard item ``(VERSION#{id}, once_key)`` written in the same transaction,
-        so a repeated request (an S3 event delivered again) creates nothing: Conflict ``already_done``."""
+        """A PENDING deployment of a READY version. A model has at most one deployment that follows
+        its latest version (auto-deploy): a guard item ``(MODEL#{id}, FOLLOWER)`` is written in the
+        same transaction, so events delivered again or at once for two versions create one, and the
+        second gets Conflict ``follower_exists`` (it moves that one instead)."""
         version = self._ready_version(owner, version_id)
         deployment_id = self.next_id("deployment")
         now = utcnow()
@@ -439,14 +444,15 @@ class Store:
                     actions=[ModelRecord.deployments.add(1)],
                     condition=ModelRecord.PK.exists(),
                 )
-                if once_key is not None:
-                    tx.save(
-                        GuardRecord(f"{schema.VERSION_PREFIX}{version_id}", once_key, ref=deployment_id, type="GUARD"),
-                        condition=GuardRecord.PK.does_not_exist(),
-                    )
+                if follow_latest:
+                    tx.save(_follower_guard(version.model_id, deployment_id), condition=GuardRecord.PK.does_not_exist())
         except TransactWriteError as exc:
-            if once_key is not None and _cancel_codes(exc)[3:4] == ["ConditionalCheckFailed"]:
-                raise Conflict(f"version {version_id} was already handled ({once_key})", code="already_done") from exc
+            # pynamodb sends condition checks, deletes, puts, then updates: the guard is put number 2
+            if follow_latest and _cancel_codes(exc)[1:2] == ["ConditionalCheckFailed"]:
+                raise Conflict(
+                    f"model {version.model_id} already has a deployment that follows its latest version",
+                    code="follower_exists",
+                ) from exc
             # the version changed (re-upload, rejection) or the model went between read and write
             current = self.find_version(version_id)
             if current is None:
@@ -641,6 +647,9 @@ class Store:
         return True
 
     def _give_back_counts(self, tx: TransactWrite, record: DeploymentRecord) -> None:
+        """The version's and model's counts, and the model's follower slot if this one held it."""
+        if record.follow_latest:
+            tx.delete(_follower_guard(int(record.model_id), int(record.id)))
         self._release_version(tx, int(record.version_id))
         tx.update(
             ModelRecord(f"{schema.MODEL_PREFIX}{int(record.model_id)}", "MODEL"),

@@ -1,0 +1,49 @@
+"""Rules the store keeps in DynamoDB conditions, checked on moto: one follower per model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from moto import mock_aws
+
+from modelport.domain.entities import Artifact
+from modelport.domain.errors import Conflict
+from modelport.settings import Settings
+from modelport.store.records import ensure_table
+from modelport.store.repository import Store
+
+
+@pytest.fixture()
+def store() -> Iterator[Store]:
+    with mock_aws():
+        settings = Settings(table_name="rules")
+        ensure_table(settings)
+        store = Store(settings)
+        store.create_user("alice")
+        yield store
+
+
+def ready(store: Store, model_id: int) -> int:
+    version = store.create_version("alice", model_id, None)
+    store.set_version_artifacts(version.id, s3_path=f"s3://b/{version.id}",
+                                model_artifact=Artifact(key=str(version.id), size=1, sha256="e" * 64),
+                                requirements_artifact=None)
+    return version.id
+
+
+def test_a_model_has_one_deployment_following_its_latest_version(store: Store):
+    model = store.create_model("alice", "iris", None)
+    first, second = ready(store, model.id), ready(store, model.id)
+    follower = store.create_deployment("alice", first, 1, follow_latest=True)
+    with pytest.raises(Conflict) as refused:
+        store.create_deployment("alice", second, 1, follow_latest=True)
+    assert refused.value.code == "follower_exists"
+    assert store.get_version("alice", second).deployments == 0  # nothing of the refused one stuck
+    # deployments that do not follow are not limited
+    store.create_deployment("alice", second, 1)
+    # the slot is free again once the follower goes (deleted, or failed)
+    store.delete_deployment_record(follower.id)
+    again = store.create_deployment("alice", second, 1, follow_latest=True)
+    store.fail_deployment(again.id, "it broke", generation=again.generation, expires_in=60)
+    assert store.create_deployment("alice", first, 1, follow_latest=True).follow_latest
