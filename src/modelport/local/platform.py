@@ -356,8 +356,12 @@ class Platform:
         # 4. event sources, with template.yaml's settings
         from modelport.local.streams import StreamPoller, StreamSourceConfig
 
+        # a persisted table's stream still holds the last run's records: start at its end (the
+        # restore and the sweep at start converge whatever happened before), not its beginning
+        position = {"starting_position": "LATEST"} if o.persist else {}
         stream = StreamPoller(table_name=settings.table_name, handler=deployer,
-                              config=StreamSourceConfig.from_template("deployer"), endpoint_url=dynamodb_url)
+                              config=StreamSourceConfig.from_template("deployer", **position),
+                              endpoint_url=dynamodb_url)
         stream.start()
         self._on_stop("stream poller", stream.stop)
         uploads = SqsEventSource(
