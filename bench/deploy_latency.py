@@ -11,6 +11,10 @@ and a version, upload the iris model (the seed's API upload), deploy it, poll th
 
 Each deployment is deleted after its run, so every run is a first install with one fresh
 model-server process per replica.
+
+The named competitor, in the same script: MLServer (with mlserver-sklearn, in its own venv, as in
+bench/serving.py) started on the same model file, from process start to its first successful
+prediction: the cold start a KServe or Seldon user waits for once the pod is scheduled.
 """
 
 from __future__ import annotations
@@ -85,6 +89,36 @@ def one_run(api: httpx.Client, model_path: Path, replicas: int) -> tuple[float, 
     return t_predict - t_upload, t_ready - t_deploy
 
 
+def mlserver_cold_starts(model_path: Path, runs: int) -> list[float] | None:
+    """Seconds from starting MLServer on the model to its first successful prediction."""
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("bench_serving", ROOT / "bench" / "serving.py")
+    assert spec is not None and spec.loader is not None
+    serving = importlib.util.module_from_spec(spec)
+    sys.modules["bench_serving"] = serving  # dataclasses look their module up
+    spec.loader.exec_module(serving)
+    python = serving.ensure_venv("mlserver")
+    if python is None:
+        return None
+    model = serving.Model("iris", model_path, np.array(IRIS_ROWS))
+    body = serving.v2_body(np.array(IRIS_ROWS))
+    times = []
+    for _ in range(runs):
+        started = time.monotonic()
+        running = serving.start_server("mlserver", model, python)
+        try:
+            while httpx.post(f"{running.url}/v2/models/iris/infer", content=body,
+                             headers={"content-type": "application/json"}, timeout=30).status_code != 200:
+                time.sleep(POLL)
+            times.append(time.monotonic() - started)
+        finally:
+            running.stop()
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="deploy latency on the local platform")
     parser.add_argument("--runs", type=int, default=10)
@@ -108,11 +142,19 @@ def main() -> None:
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(60)
+        competitor = mlserver_cold_starts(model_path, args.runs)
     table = Table(title=f"deploy latency, local driver, {args.replicas} replica(s), {args.runs} runs")
     for column in ("measure", "median (s)", "min (s)", "max (s)"):
         table.add_column(column, justify="right" if column != "measure" else "left")
     for name, values in (("upload -> first prediction", upload_to_predict), ("deploy -> READY", deploy_to_ready)):
         table.add_row(name, f"{statistics.median(values):.2f}", f"{min(values):.2f}", f"{max(values):.2f}")
+    if competitor:
+        table.add_row("MLServer: start -> first prediction", f"{statistics.median(competitor):.2f}",
+                      f"{min(competitor):.2f}", f"{max(competitor):.2f}")
+        ratio = statistics.median(upload_to_predict) / statistics.median(competitor)
+        table.add_row("ratio modelport upload->prediction / MLServer", f"{ratio:.2f}x", "", "")
+    else:
+        console.print("MLServer could not be installed here: no competitor row")
     console.print(table)
     console.print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
 
