@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     root_path: str = ""
     model_cache_dir: str = "/tmp/modelport"
     max_request_bytes: int = 16 * 1024 * 1024
+    predict_token_sha256: str | None = Field(
+        default=None, description="if set, predictions need 'Authorization: Bearer <token>' with this sha256"
+    )
     microbatch_enabled: bool = True
     microbatch_max_batch: int = 64
     microbatch_max_wait_ms: float = 2.0

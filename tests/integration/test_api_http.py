@@ -328,3 +328,22 @@ def test_a_failed_request_leaves_its_idempotency_key_free(alice: httpx.Client, m
     alice.post(f"/api/v1/versions/{pending['id']}/upload",
                files={"model_file": ("model.joblib", model_file.read_bytes())})
     assert alice.post(url, json={"replicas": 1}, headers=key).status_code == 201
+
+
+def test_a_deployment_token_is_issued_once_and_can_be_removed(alice: httpx.Client, bob: httpx.Client,
+                                                               model_file: Path):
+    model = new_model(alice, "guarded")
+    version = ready_version(alice, model["id"], model_file)
+    deployment = alice.post(f"/api/v1/versions/{version['id']}/deployments", json={"replicas": 1}).json()
+    url = f"/api/v1/deployments/{deployment['id']}/token"
+    assert alice.get(url).json() == {"deployment_id": deployment["id"], "protected": False, "token": None}
+
+    issued = alice.post(url)
+    assert issued.status_code == 201 and issued.json()["token"].startswith("mpt_")
+    assert alice.get(url).json()["protected"] is True and alice.get(url).json()["token"] is None
+    rotated = alice.post(url).json()["token"]
+    assert rotated != issued.json()["token"]
+    for attempt in (bob.get(url), bob.post(url), bob.delete(url)):
+        assert attempt.status_code == 404
+    assert alice.delete(url).json()["protected"] is False
+    assert alice.get(url).json()["protected"] is False

@@ -257,7 +257,7 @@ def test_server_environment_is_the_contract(rendered: dict[str, Manifest]) -> No
     assert e["MINIO_ENDPOINT"] == "minio:9000"
     assert e["MINIO_USE_SSL"] == "false"
     assert e["AWS_REGION"] == "us-east-1"
-    for optional in ("MODEL_SHA256", "REQUIREMENTS_URI", "REQUIREMENTS_SHA256"):
+    for optional in ("MODEL_SHA256", "REQUIREMENTS_URI", "REQUIREMENTS_SHA256", "PREDICT_TOKEN_SHA256"):
         assert optional not in e
 
     full = env(rendered["full-values.yaml"])
@@ -268,6 +268,8 @@ def test_server_environment_is_the_contract(rendered: dict[str, Manifest]) -> No
     assert full["MINIO_USE_SSL"] == "true"
     assert full["MINIO_ENDPOINT"] == "minio.storage.svc:9000"
     assert full["MICROBATCH_MAX_BATCH"] == "32"
+    # a protected prediction URL: only the token's digest reaches the pod
+    assert full["PREDICT_TOKEN_SHA256"] == "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 
 
 def test_credentials_come_from_the_charts_secret_by_reference(rendered: dict[str, Manifest]) -> None:
@@ -541,6 +543,7 @@ def test_the_deployers_values_contract_is_accepted(helm: Helm, tmp_path: Path) -
         (("ingress.host=Bad_Host!",), "/ingress/host"),
         (("ingress.basePath=api/v1/predict",), "/ingress/basePath"),
         (("model.sha256=not-a-hash",), "/model/sha256"),
+        (("auth.tokenSha256=mpt_the-token-itself",), "/auth/tokenSha256"),
         (("s3.secretKey=",), "/s3"),
         (("service.port=70000",), "/service/port"),
         (("securityContext.runAsUser=0",), "/securityContext/runAsUser"),

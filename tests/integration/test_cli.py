@@ -4,6 +4,7 @@ and turn READY through the real artifacts function behind the bucket's S3 -> SQS
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -456,5 +457,28 @@ def test_predict_through_the_deployment_url(
         bad = cli("predict", str(deployment["id"]), "--data", "[[1, 2]]")
         assert bad.code == 1, bad
         bad.error_line  # noqa: B018 - asserts one line
+    finally:
+        server.stop()
+
+    # a protected URL: the token is printed once; predict sends it (and never the API key)
+    issued = cli("deployments", "token", str(deployment["id"]))
+    assert issued.code == 0, issued
+    token = issued.stdout.strip().splitlines()[-1]
+    assert token.startswith("mpt_")
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    server = start(
+        "model-server-protected",
+        [sys.executable, "-m", "modelport.cli", "serve", str(model_file), "--port", str(port), "--host", "127.0.0.1",
+         "--root-path", f"/api/v1/predict/{deployment['id']}"],
+        port, log_dir=tmp_path / "logs", env={**plane.env, "PREDICT_TOKEN_SHA256": digest},
+    )
+    try:
+        server.wait_ready(60)
+        wait_until(lambda: httpx.get(f"{server.url}/readyz").status_code, lambda code: code == 200, timeout=60)
+        refused = cli("predict", str(deployment["id"]), "--data", json.dumps(IRIS_ROWS))
+        assert refused.code == 1 and "Authorization" in refused.error_line
+        allowed = cli("predict", str(deployment["id"]), "--data", json.dumps(IRIS_ROWS), "--token", token)
+        assert allowed.code == 0, allowed
+        assert json.loads(allowed.stdout)["predictions"] == model.predict(IRIS_ROWS).tolist()
     finally:
         server.stop()

@@ -206,3 +206,16 @@ def test_a_new_driver_restores_what_the_state_file_records(rig: Rig, tmp_path: P
             gateway.stop()
     finally:
         driver.close()
+
+
+def test_a_token_protects_the_url_and_rotating_it_keeps_serving(rig: Rig) -> None:
+    rig.driver.deploy(rig.spec(9))
+    assert rig.predict(9).status_code == 200  # open until protected
+    token = "mpt_first"
+    rig.driver.deploy(rig.spec(9, predict_token_sha256=hashlib.sha256(token.encode()).hexdigest()))
+    assert rig.predict(9).status_code == 401
+    allowed = httpx.post(rig.url(9) + "/predict", json={"instances": IRIS_ROWS},
+                         headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert allowed.status_code == 200 and allowed.json()["predictions"] == rig.expected
+    rig.driver.deploy(rig.spec(9))  # opened again
+    assert rig.predict(9).status_code == 200

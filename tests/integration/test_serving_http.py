@@ -395,3 +395,28 @@ def test_loads_from_s3(moto_server: ServerProcess, models: dict[str, Any], tmp_p
     missing = launch(tmp_path / "missing", "s3://serving-models/nope/model.joblib", extra=store, ready=False)
     code, log = exit_message(missing)
     assert code == 1 and "s3://serving-models/nope/model.joblib" in log and "does not exist" in log
+
+
+# --- a deployment token guards the prediction URL ----------------------------------------------------
+
+
+def test_a_deployment_token_guards_every_route_but_the_probes(models: dict[str, Any], tmp_path: Path) -> None:
+    token = "mpt_s3cret-token"
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    proc = launch(tmp_path, str(models["root"] / "iris.joblib"), name="iris", root_path=PREFIX,
+                  extra={"PREDICT_TOKEN_SHA256": digest})
+    try:
+        rows = {"instances": [[6.8, 2.8, 4.8, 1.4]]}
+        with httpx.Client(base_url=proc.url, timeout=10) as client:
+            for path in (f"{PREFIX}/predict", "/predict", "/v1/models/iris:predict"):
+                refused = client.post(path, json=rows)
+                assert refused.status_code == 401 and refused.json()["code"] == "unauthorized"
+            assert client.post("/predict", json=rows, headers={"Authorization": "Bearer wrong"}).status_code == 401
+            assert client.get("/v2/models/iris").status_code == 401  # metadata too
+            for probe in ("/healthz", "/readyz", "/v2/health/ready", f"{PREFIX}/readyz"):
+                assert client.get(probe).status_code == 200
+            allowed = client.post(f"{PREFIX}/predict", json=rows, headers={"Authorization": f"Bearer {token}"})
+            assert allowed.status_code == 200
+            assert allowed.json()["predictions"] == models["iris"].predict(np.array(rows["instances"])).tolist()
+    finally:
+        proc.stop()

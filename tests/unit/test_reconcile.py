@@ -263,3 +263,14 @@ def test_a_record_without_time_left_is_reported_for_retry(store, reconciler, mod
                             LocalLambdaContext("deployer", 5), reconciler, concurrency=1)
     assert response == {"batchItemFailures": [{"itemIdentifier": "9"}]}
     assert store.get_deployment(OWNER, deployment.id).status == DeploymentStatus.PENDING
+
+
+def test_protecting_the_url_rolls_out_the_tokens_digest(store, driver, reconciler, model_id):
+    deployment = store.create_deployment(OWNER, ready_version(store, model_id), 1)
+    reconciler.reconcile(deployment.id)
+    store.set_predict_token(OWNER, deployment.id, "f" * 64)
+    assert reconciler.reconcile(deployment.id).action == Action.DEPLOYED
+    assert driver.current("user-alice", deployment.k8s_service_name).predict_token_sha256 == "f" * 64
+    store.set_predict_token(OWNER, deployment.id, None)
+    reconciler.reconcile(deployment.id)
+    assert driver.current("user-alice", deployment.k8s_service_name).predict_token_sha256 is None

@@ -115,3 +115,11 @@ class MeOut(BaseModel):
 
     owner: str
     namespace: str
+
+
+class TokenOut(BaseModel):
+    """Whether a deployment's prediction URL needs its token; the token itself only when issued."""
+
+    deployment_id: int
+    protected: bool
+    token: str | None = Field(default=None, description="shown once, when issued; send as 'Authorization: Bearer'")

@@ -430,10 +430,25 @@ class ApiClient:
         return False
 
     # --- predictions (the deployment's own URL, not the API)
-    def predict(self, url: str, body: Any, proba: bool) -> Any:
+    def predict(self, url: str, body: Any, proba: bool, token: str | None = None) -> Any:
+        """POST {url}/predict. The API key never goes to a prediction URL (another service, maybe
+        another host); the deployment's own token does, when it has one."""
         params = {"proba": "true"} if proba else None
-        response = self.send("POST", url.rstrip("/") + "/predict", json=body, params=params)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        target = url.rstrip("/") + "/predict"
+        try:
+            response = httpx.post(target, json=body, params=params, headers=headers, timeout=self.http.timeout)
+        except httpx.TransportError as exc:
+            raise _not_reachable(target, exc) from None
+        if response.is_error:
+            raise _error_from(response)
         return response.json()
+
+    def issue_token(self, deployment_id: int) -> dict[str, Any]:
+        return dict(self.call("POST", f"/deployments/{deployment_id}/token"))
+
+    def remove_token(self, deployment_id: int) -> dict[str, Any]:
+        return dict(self.call("DELETE", f"/deployments/{deployment_id}/token"))
 
 
 # ---------------------------------------------------------------------------------------- waiting

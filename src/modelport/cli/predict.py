@@ -44,13 +44,16 @@ def predict(
     data: Annotated[str, typer.Option("--data", "-d", help="JSON rows, or @file, or @- for stdin",
                                       show_default=False)],
     proba: Annotated[bool, typer.Option("--proba", help="class probabilities (predict_proba)")] = False,
+    token: Annotated[str | None, typer.Option(
+        "--token", envvar="MODELPORT_PREDICT_TOKEN", help="the deployment's token, if its URL is protected",
+    )] = None,
 ) -> None:
     """Send rows to a deployment's /predict and print the JSON answer."""
     body = read_data(data)
     with ApiClient.from_config() as api:
         deployment = api.get_deployment(deployment_id)
         try:
-            answer = api.predict(deployment["url"], body, proba)
+            answer = api.predict(deployment["url"], body, proba, token)
         except CliError as exc:
             if deployment.get("status") != "READY":
                 exc.message += (f" (deployment {deployment_id} is {deployment.get('status')}; "

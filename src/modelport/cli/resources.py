@@ -201,6 +201,26 @@ def deployments_scale(
         o.done(f"deployment {deployment_id} scaled to {deployment['replicas']} replicas ({deployment['status']})")
 
 
+@deployments.command("token", epilog=o.EPILOG)
+@handle_errors
+def deployments_token(
+    deployment_id: Id,
+    remove: Annotated[bool, typer.Option("--remove", help="open the prediction URL to anyone again")] = False,
+    json_: o.JsonOption = False,
+) -> None:
+    """Protect a deployment's prediction URL with a new token (printed once; replaces the old one)."""
+    with ApiClient.from_config() as api:
+        answer = api.remove_token(deployment_id) if remove else api.issue_token(deployment_id)
+    if json_:
+        o.print_json(answer)
+    elif remove:
+        o.done(f"deployment {deployment_id}: its prediction URL is open to anyone again")
+    else:
+        o.done(f"deployment {deployment_id}: its prediction URL needs this token from the next rollout on")
+        o.out.print(answer["token"], soft_wrap=True)
+        o.err.print("send it as 'Authorization: Bearer <token>' (or `modelport predict --token`)")
+
+
 @deployments.command("delete", epilog=o.EPILOG)
 @handle_errors
 def deployments_delete(

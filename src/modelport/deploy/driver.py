@@ -59,6 +59,9 @@ class DeploySpec(BaseModel):
     model_name: str = "model"
     requirements_key: str | None = None
     requirements_sha256: str | None = None
+    predict_token_sha256: str | None = Field(
+        default=None, description="set: the prediction URL needs the deployment's token (its sha256 only)"
+    )
 
     replicas: int = Field(default=1, ge=0)
     image: str = Field(description="the model server image reference, repository:tag or repository@sha256:...")

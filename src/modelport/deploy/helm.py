@@ -192,7 +192,7 @@ def chart_values(spec: DeploySpec) -> dict[str, Any]:
     }
     if spec.ingress_class_name is not None:
         ingress["className"] = spec.ingress_class_name
-    return {
+    values: dict[str, Any] = {
         "deploymentId": spec.deployment_id,
         "image": image,
         "replicaCount": spec.replicas,
@@ -200,6 +200,9 @@ def chart_values(spec: DeploySpec) -> dict[str, Any]:
         "s3": s3,
         "ingress": ingress,
     }
+    if spec.predict_token_sha256:
+        values["auth"] = {"tokenSha256": spec.predict_token_sha256}
+    return values
 
 
 # --- parsing helm's answers ------------------------------------------------------------------

@@ -152,7 +152,7 @@ class LocalRelease:
 def _artifact_key(spec: DeploySpec) -> tuple[Any, ...]:
     """What makes two specs need different processes (everything but the replica count)."""
     return (spec.model_bucket, spec.model_key, spec.model_sha256, spec.requirements_key,
-            spec.requirements_sha256, spec.model_name, spec.path)
+            spec.requirements_sha256, spec.model_name, spec.path, spec.predict_token_sha256)
 
 
 def stated_reason(log_text: str) -> str | None:
@@ -399,6 +399,8 @@ class LocalProcessDriver:
         env["AWS_REGION"] = s.aws_region
         env["LOG_LEVEL"] = s.log_level
         env["SERVER_HOST"] = "127.0.0.1"  # only the gateway reaches a local replica, never the network
+        if spec.predict_token_sha256:
+            env["PREDICT_TOKEN_SHA256"] = spec.predict_token_sha256
         env.update(self.extra_env)
         return env
 

@@ -92,6 +92,7 @@ class Deployment(BaseModel):
     deployed_version_id: int | None = None
     deployed_replicas: int | None = None
     follow_latest: bool = False  # auto-deploy moves this deployment to each new READY version
+    predict_token_sha256: str | None = None  # set: the prediction URL needs the deployment's token
     status_changed_at: datetime | None = None
     created_at: datetime
     updated_at: datetime

@@ -19,6 +19,8 @@ says 503 while requirements install and the model loads; a load failure calls ``
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import threading
 import time
@@ -110,6 +112,9 @@ class App:
             "/v2/health/ready": self._ready_v2,
             "/": self._index,
         }
+        # with a deployment token, only the probes' routes answer without it
+        self._token_sha256 = config.predict_token_sha256
+        self._open_paths = {"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"}
         self._not_ready_seed = dumps({"code": "not_ready", "message": f"model {self._name} is not loaded yet",
                                       "error": f"Model {self._name} is not ready yet."})
         self._not_ready_kserve = dumps({"error": f"Model {self._name} is not ready yet."})
@@ -180,6 +185,11 @@ class App:
             path = path[len(root):] or "/"
         if len(path) > 1 and path.endswith("/"):
             path = path.rstrip("/")
+        if self._token_sha256 is not None and path not in self._open_paths and not self._authorized(scope):
+            await self._json(send, 401, {"code": "unauthorized", "error": "unauthorized",
+                                         "message": "this deployment needs 'Authorization: Bearer <token>' "
+                                                    "(modelport deployments token ID)"}, "other")
+            return
         handler = self._static.get(path)
         try:
             if handler is not None:
@@ -195,6 +205,14 @@ class App:
             return
 
     # --- helpers ---------------------------------------------------------------------------------
+
+    def _authorized(self, scope: Scope) -> bool:
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                scheme, _, token = value.decode("latin-1").partition(" ")
+                digest = hashlib.sha256(token.strip().encode()).hexdigest()
+                return scheme.lower() == "bearer" and hmac.compare_digest(digest, self._token_sha256 or "")
+        return False
 
     async def _send(self, send: Send, status: int, body: bytes, content_type: bytes = JSON) -> None:
         await send({"type": "http.response.start", "status": status,

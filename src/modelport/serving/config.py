@@ -20,6 +20,7 @@ class ServeConfig(BaseModel):
     root_path: str = ""
     model_cache_dir: str = "/tmp/modelport"  # noqa: S108
     max_request_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    predict_token_sha256: str | None = None  # set: every route but health needs the deployment's token
     microbatch_enabled: bool = True
     microbatch_max_batch: int = Field(default=64, ge=1)
     microbatch_max_wait_ms: float = Field(default=2.0, ge=0)
@@ -33,7 +34,7 @@ class ServeConfig(BaseModel):
             value = "/" + value
         return value
 
-    @field_validator("model_sha256", "requirements_sha256")
+    @field_validator("model_sha256", "requirements_sha256", "predict_token_sha256")
     @classmethod
     def _clean_sha(cls, value: str | None) -> str | None:
         if not value:
@@ -59,6 +60,7 @@ class ServeConfig(BaseModel):
             "root_path": settings.root_path,
             "model_cache_dir": settings.model_cache_dir,
             "max_request_bytes": settings.max_request_bytes,
+            "predict_token_sha256": settings.predict_token_sha256,
             "microbatch_enabled": settings.microbatch_enabled,
             "microbatch_max_batch": settings.microbatch_max_batch,
             "microbatch_max_wait_ms": settings.microbatch_max_wait_ms,

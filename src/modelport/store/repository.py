@@ -540,6 +540,28 @@ class Store:
             return self.get_deployment(owner, deployment_id)
         raise Conflict(f"deployment {deployment_id} is changing too fast; try again", code="concurrent_update")
 
+    def set_predict_token(self, owner: str, deployment_id: int, token_sha256: str | None) -> Deployment:
+        """Protect the prediction URL with a token (its sha256), or open it again (None). A change of
+        desired state like any other: the deployer rolls it out."""
+        record = self._deployment_record(owner, deployment_id)
+        if record.status == DeploymentStatus.DELETING.value or record.released == 1:
+            raise Conflict(f"deployment {deployment_id} is {record.status}", code="deployment_not_changeable")
+        action = (DeploymentRecord.predict_token_sha256.set(token_sha256) if token_sha256
+                  else DeploymentRecord.predict_token_sha256.remove())
+        try:
+            record.update(
+                actions=[action, DeploymentRecord.generation.add(1), DeploymentRecord.updated_at.set(utcnow())],
+                condition=(DeploymentRecord.owner == owner)
+                & (DeploymentRecord.status != DeploymentStatus.DELETING.value)
+                & (DeploymentRecord.released != 1),
+            )
+        except UpdateError as exc:
+            if _conditional_failed(exc):
+                raise Conflict(f"deployment {deployment_id} changed meanwhile; try again", code="concurrent_update") \
+                    from exc
+            raise
+        return self._deployment(record)
+
     def request_delete(self, owner: str, deployment_id: int) -> Deployment:
         record = self._deployment_record(owner, deployment_id)
         if record.status == DeploymentStatus.DELETING.value:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import secrets
+
 from fastapi import APIRouter
 
 from modelport.api.deps import (
@@ -13,7 +16,7 @@ from modelport.api.deps import (
     StoreDep,
     check_replicas,
 )
-from modelport.api.schemas import DeploymentCreate, DeploymentOut, DeploymentUpdate, PageOut
+from modelport.api.schemas import DeploymentCreate, DeploymentOut, DeploymentUpdate, PageOut, TokenOut
 from modelport.domain.entities import Deployment
 
 router = APIRouter(tags=["deployments"])
@@ -61,3 +64,25 @@ def update_deployment(
 @router.delete("/deployments/{deployment_id}", status_code=202, response_model=DeploymentOut)
 def delete_deployment(deployment_id: int, owner: Owner, store: StoreDep) -> DeploymentOut:
     return deployment_out(store.request_delete(owner, deployment_id))
+
+
+@router.post("/deployments/{deployment_id}/token", status_code=201, response_model=TokenOut)
+def issue_token(deployment_id: int, owner: Owner, store: StoreDep) -> TokenOut:
+    """Protect the prediction URL: a new token (shown once) replaces any earlier one. The deployer
+    rolls it out; until then the URL answers as before."""
+    token = "mpt_" + secrets.token_urlsafe(32)
+    store.set_predict_token(owner, deployment_id, hashlib.sha256(token.encode()).hexdigest())
+    return TokenOut(deployment_id=deployment_id, protected=True, token=token)
+
+
+@router.get("/deployments/{deployment_id}/token", response_model=TokenOut)
+def token_status(deployment_id: int, owner: Owner, store: StoreDep) -> TokenOut:
+    deployment = store.get_deployment(owner, deployment_id)
+    return TokenOut(deployment_id=deployment_id, protected=deployment.predict_token_sha256 is not None)
+
+
+@router.delete("/deployments/{deployment_id}/token", response_model=TokenOut)
+def remove_token(deployment_id: int, owner: Owner, store: StoreDep) -> TokenOut:
+    """Open the prediction URL to anyone again."""
+    store.set_predict_token(owner, deployment_id, None)
+    return TokenOut(deployment_id=deployment_id, protected=False)
