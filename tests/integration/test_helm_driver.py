@@ -155,6 +155,14 @@ def test_a_crash_loop_reports_the_last_exit(driver: HelmDriver, kube_cluster: Ku
         driver.deploy(make_spec(timeout_seconds=3))
     assert "CrashLoopBackOff" in caught.value.message
     assert "exit code 1" in caught.value.message and "sha256" in caught.value.message
+    # the listing tells which releases have pods that are not ready, and why (the sweep's view)
+    [listed] = driver.list_releases()
+    assert listed.problem is not None and "CrashLoopBackOff" in listed.problem
+
+
+def test_healthy_releases_list_no_problem(driver: HelmDriver, kube_cluster: KubeEmulator) -> None:
+    driver.deploy(make_spec())
+    assert [r.problem for r in driver.list_releases()] == [None]
 
 
 def test_rollback_returns_to_the_last_good_revision(driver: HelmDriver, kube_cluster: KubeEmulator) -> None:

@@ -14,6 +14,8 @@ class RecordingDriver:
         self.calls: list[tuple[str, str]] = []
         self.unreachable = False
         self.failing_keys: set[str] = set()  # model keys whose pods never become ready
+        self.problems: dict[tuple[str, str], str] = {}  # releases whose pods stopped being ready
+        self.problems: dict[tuple[str, str], str] = {}  # releases whose pods stopped being ready
         self._lock = threading.Lock()
 
     def _check(self) -> None:
@@ -61,6 +63,7 @@ class RecordingDriver:
                 phase=ReleasePhase.DEPLOYED,
                 revision=len(revs),
                 deployment_id=revs[-1].deployment_id,
+                problem=self.problems.get((ns, rel)),
             )
             for (ns, rel), revs in self.releases.items()
         ]

@@ -274,3 +274,18 @@ def test_protecting_the_url_rolls_out_the_tokens_digest(store, driver, reconcile
     store.set_predict_token(OWNER, deployment.id, None)
     reconciler.reconcile(deployment.id)
     assert driver.current("user-alice", deployment.k8s_service_name).predict_token_sha256 is None
+
+
+def test_the_sweep_never_lets_ready_hide_a_crash_loop(store, driver, reconciler, model_id):
+    deployment = store.create_deployment(OWNER, ready_version(store, model_id), 2)
+    reconciler.reconcile(deployment.id)
+    key = ("user-alice", deployment.k8s_service_name)
+    driver.problems[key] = "pod model-x-1: CrashLoopBackOff: last run ended with exit code 137"
+    reconciler.sweep()
+    degraded = store.get_deployment(OWNER, deployment.id)
+    assert degraded.status == DeploymentStatus.READY
+    assert degraded.status_message == "degraded: pod model-x-1: CrashLoopBackOff: last run ended with exit code 137"
+    assert reconciler.reconcile(deployment.id).action == Action.NOTHING  # the message is not a new request
+    del driver.problems[key]
+    reconciler.sweep()
+    assert store.get_deployment(OWNER, deployment.id).status_message is None

@@ -115,6 +115,9 @@ class ReleaseInfo(BaseModel):
     deployment_id: int | None = None
     chart: str = ""
     updated_at: datetime | None = None
+    problem: str | None = Field(
+        default=None, description="why some of its replicas are not ready now (a crash loop, say); None: all are"
+    )
 
 
 class ClusterError(ModelportError):

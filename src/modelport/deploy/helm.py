@@ -631,6 +631,7 @@ class HelmDriver:
         result = self._helm(args)
         if result.returncode != 0:
             raise self._classify(result.stderr, "list", "", "")
+        problems = self._pod_problems()
         releases = []
         for entry in json.loads(result.stdout or "[]"):
             namespace = str(entry.get("namespace", ""))
@@ -645,6 +646,28 @@ class HelmDriver:
                     deployment_id=_deployment_id_from(entry),
                     chart=str(entry.get("chart", "")),
                     updated_at=_time(entry.get("updated")),
+                    problem=problems.get((namespace, str(entry.get("name", "")))),
                 )
             )
         return releases
+
+    def _pod_problems(self) -> dict[tuple[str, str], str]:
+        """(namespace, release) -> why some of its pods are not ready, from one kubectl call for all
+        of modelport's pods; empty where kubectl cannot tell (the listing does not depend on it)."""
+        args = [
+            "get", "pods", "--all-namespaces", "--selector", "app.kubernetes.io/part-of=modelport",
+            "--output", "json", "--request-timeout", "10s", "--cache-dir", str(self.work_dir / "kube-cache"),
+        ]  # fmt: skip
+        try:
+            result = self._run(self.kubectl, args, timeout=20)
+            pods = json.loads(result.stdout) if result.returncode == 0 else {}
+        except (ClusterError, json.JSONDecodeError):
+            return {}
+        by_release: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for pod in pods.get("items", []):
+            meta = pod.get("metadata") or {}
+            release = (meta.get("labels") or {}).get(POD_SELECTOR_LABEL)
+            if release:
+                by_release.setdefault((str(meta.get("namespace", "")), str(release)), []).append(pod)
+        found = {key: pod_reason_from({"items": items}) for key, items in by_release.items()}
+        return {key: reason for key, reason in found.items() if reason}

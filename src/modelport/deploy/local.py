@@ -518,7 +518,8 @@ class LocalProcessDriver:
         with self._lock:
             return [
                 ReleaseInfo(namespace=rel.namespace, release=rel.release, phase=rel.phase, revision=rel.revision,
-                            deployment_id=rel.deployment_id, chart=CHART_NAME, updated_at=rel.updated_at)
+                            deployment_id=rel.deployment_id, chart=CHART_NAME, updated_at=rel.updated_at,
+                            problem=self._status_of(rel).pod_reason)
                 for rel in self._releases.values()
                 if rel.namespace.startswith(NAMESPACE_PREFIX)
             ]

@@ -24,7 +24,7 @@ from typing import TypeVar
 
 from aws_lambda_powertools import Logger
 
-from modelport.deploy.driver import ClusterDriver, ClusterError, DeploySpec
+from modelport.deploy.driver import ClusterDriver, ClusterError, DeploySpec, ReleaseInfo
 from modelport.domain.entities import (
     TRANSIENT_STATUSES,
     Deployment,
@@ -224,6 +224,20 @@ class Reconciler:
             return None
         return Outcome(0, Action.REMOVED_ORPHAN, f"{namespace}/{release}") if removed else None
 
+    def _report_health(self, deployment: Deployment, release: ReleaseInfo) -> None:
+        """READY never hides replicas that stopped being ready after the rollout (a crash loop):
+        the record's message says so while it lasts, and is cleared once all are ready again."""
+        current = deployment.status_message or ""
+        if release.problem:
+            wanted: str | None = DEGRADED + release.problem
+        elif current.startswith(DEGRADED):
+            wanted = None
+        else:
+            return
+        if wanted != (deployment.status_message or None):
+            self.store.set_deployment_status(deployment.id, DeploymentStatus.READY, wanted,
+                                             generation=deployment.generation)
+
     # -------------------------------------------------------------- the sweep
     def sweep(self, *, now: datetime | None = None) -> list[Outcome]:
         """Uninstall modelport releases with no record; re-drive records stuck in a transient
@@ -234,7 +248,7 @@ class Reconciler:
         # release listed here has its record in the scan that follows (no live release looks orphaned)
         releases = self.driver.list_releases()
         deployments = {d.id: d for d in self.store.all_deployments()}
-        present = {(r.namespace, r.release) for r in releases}
+        present = {(r.namespace, r.release): r for r in releases}
         for release in releases:
             owner = deployments.get(release.deployment_id or 0)
             orphan = owner is None or (owner.k8s_service_name, owner.namespace) != (release.release, release.namespace)
@@ -250,6 +264,8 @@ class Reconciler:
                 and (deployment.namespace, deployment.k8s_service_name) not in present
             )
             if not (stuck or missing):
+                if deployment.status == DeploymentStatus.READY:
+                    self._report_health(deployment, present[(deployment.namespace, deployment.k8s_service_name)])
                 continue
             if missing and not self.store.request_reinstall(deployment.id, generation=deployment.generation):
                 continue  # changed meanwhile: its own stream record drives it
@@ -258,6 +274,9 @@ class Reconciler:
             except ClusterError as exc:
                 outcomes.append(Outcome(deployment.id, Action.NOTHING, f"still unreachable: {exc.message}"))
         return outcomes
+
+
+DEGRADED = "degraded: "
 
 
 def _describe(exc: ClusterError) -> str:
