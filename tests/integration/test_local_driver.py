@@ -72,6 +72,7 @@ def model_in_s3(moto_server: ServerProcess, tmp_path_factory: pytest.TempPathFac
     s3.create_bucket(Bucket=bucket)
     s3.upload_file(str(path), bucket, key)
     s3.put_object(Bucket=bucket, Key="models/1/versions/2/requirements.txt", Body=b"scikit-learn==0.0.1\n")
+    s3.put_object(Bucket=bucket, Key="models/1/versions/3/requirements.txt", Body=b"six==1.16.0\n")
     settings = Settings(minio_endpoint=moto_server.url, minio_access_key="testing", minio_secret_key="testing",
                         minio_bucket_name=bucket)
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -219,3 +220,14 @@ def test_a_token_protects_the_url_and_rotating_it_keeps_serving(rig: Rig) -> Non
     assert allowed.status_code == 200 and allowed.json()["predictions"] == rig.expected
     rig.driver.deploy(rig.spec(9))  # opened again
     assert rig.predict(9).status_code == 200
+
+
+def test_requirements_that_need_an_install_get_it_even_from_a_prewarmed_server(rig: Rig) -> None:
+    """Replicas start from a standby that imported scikit-learn already; a model whose
+    requirements must be installed still gets them (the server restarts itself fresh first)."""
+    assert rig.driver.prewarm
+    rig.driver.deploy(rig.spec(10, requirements_key="models/1/versions/3/requirements.txt"))
+    assert rig.predict(10).json()["predictions"] == rig.expected
+    log = next(rig.driver.log_dir.glob("user-alice/model-10-*/*.log")).read_text()
+    assert "restarting without the pre-imported modules" in log
+    assert "six==1.16.0" in log and "installed into" in log

@@ -195,6 +195,22 @@ def _read_tail(path: Path, limit: int = 64 * 1024) -> str:
         return ""
 
 
+_PER_DEPLOYMENT = ("MODEL_URI", "REQUIREMENTS_URI", "MODEL_SHA256", "REQUIREMENTS_SHA256", "ROOT_PATH", "PORT",
+                   "PREDICT_TOKEN_SHA256")
+
+
+def _dismiss(process: subprocess.Popen[bytes]) -> None:
+    """End a standby that will not be used (an empty line on stdin ends it; else terminate)."""
+    with contextlib.suppress(OSError):
+        if process.stdin is not None:
+            process.stdin.close()
+    try:
+        process.wait(5)
+    except subprocess.TimeoutExpired:
+        process.terminate()
+        process.wait(5)
+
+
 def _is_model_server(pid: int) -> bool:
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -217,6 +233,7 @@ class LocalProcessDriver:
         on_event: EventCallback | None = None,
         python_argv: list[str] | None = None,
         extra_env: dict[str, str] | None = None,
+        prewarm: bool = True,
     ) -> None:
         self.settings = settings
         self.state_dir = Path(state_dir or settings.state_dir).resolve()
@@ -236,6 +253,10 @@ class LocalProcessDriver:
         self._wake = threading.Event()
         self._supervisor: threading.Thread | None = None
         self._closed = False
+        # one pre-warmed model server (numpy and scikit-learn imported) waits for the next replica
+        self.prewarm = prewarm and self.argv == server_argv()
+        self._standby: subprocess.Popen[bytes] | None = None
+        self._standby_lock = threading.Lock()
 
     # ------------------------------------------------------------------ process-wide instance
     @classmethod
@@ -259,6 +280,8 @@ class LocalProcessDriver:
                 self._stop.clear()
                 self._supervisor = threading.Thread(target=self._supervise, name="replica-supervisor", daemon=True)
                 self._supervisor.start()
+        if self._standby is None:
+            self._start_standby()
         return self
 
     def close(self, *, keep_state: bool = True) -> None:
@@ -276,6 +299,10 @@ class LocalProcessDriver:
                 replica.stopping = True
             self._routes.clear()
         self._stop_replicas(replicas)
+        with self._standby_lock:
+            standby, self._standby = self._standby, None
+        if standby is not None:
+            _dismiss(standby)
         if keep_state:
             self._save(include_pids=False)
         else:
@@ -404,18 +431,56 @@ class LocalProcessDriver:
         env.update(self.extra_env)
         return env
 
+    @staticmethod
+    def _base_env() -> dict[str, str]:
+        """This process's environment less the control plane's settings that would confuse a model server."""
+        return {k: v for k, v in os.environ.items() if k not in _PER_DEPLOYMENT}
+
+    def _start_standby(self) -> None:
+        """Start the pre-warmed server the next replica takes (see modelport.serving.standby)."""
+        if not self.prewarm or self._closed:
+            return
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with (self.log_dir / "standby.log").open("ab") as log:
+            process = subprocess.Popen(  # noqa: S603
+                [*self.argv, "--standby"], env={**self._base_env(), **self.extra_env}, stdin=subprocess.PIPE,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        with self._standby_lock:
+            previous, self._standby = self._standby, process
+        if previous is not None:
+            _dismiss(previous)
+        if self._closed:  # closed while it started
+            with self._standby_lock:
+                self._standby = None
+            _dismiss(process)
+
+    def _take_standby(self) -> subprocess.Popen[bytes] | None:
+        with self._standby_lock:
+            process, self._standby = self._standby, None
+        if self.prewarm and not self._closed:
+            threading.Thread(target=self._start_standby, name="standby", daemon=True).start()
+        return process if process is not None and process.poll() is None else None
+
     def _spawn(self, replica: Replica) -> None:
         replica.log_path.parent.mkdir(parents=True, exist_ok=True)
         with replica.log_path.open("ab") as log:
             log.write(f"--- starting {' '.join(self.argv)} on port {replica.port} at {_now().isoformat()}\n".encode())
             log.flush()
-            # drop settings of the control plane that would confuse a model server
-            base = {k: v for k, v in os.environ.items() if k not in ("MODEL_URI", "REQUIREMENTS_URI", "MODEL_SHA256",
-                                                                      "REQUIREMENTS_SHA256", "ROOT_PATH", "PORT")}
-            replica.process = subprocess.Popen(  # noqa: S603
-                self.argv, env={**base, **replica.env}, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-            )
+            standby = self._take_standby() if self.prewarm else None
+            if standby is not None and standby.stdin is not None:
+                order = {"env": replica.env, "log": str(replica.log_path)}
+                try:
+                    standby.stdin.write((json.dumps(order) + "\n").encode())
+                    standby.stdin.close()
+                    replica.process = standby
+                except OSError:  # it died meanwhile: start one the ordinary way
+                    standby = None
+            if standby is None:
+                replica.process = subprocess.Popen(  # noqa: S603
+                    self.argv, env={**self._base_env(), **replica.env}, stdout=log, stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL, start_new_session=True,
+                )
         replica.started_at = time.monotonic()
         replica.ready = False
 

@@ -27,6 +27,7 @@ from packaging.requirements import Requirement
 from modelport.domain.errors import BadRequest
 from modelport.domain.requirements import parse_requirements, requirements_sha256
 from modelport.serving.errors import ModelLoadError
+from modelport.serving.standby import PREWARMED_ENV, restart_fresh
 
 log = logging.getLogger("modelport.serving")
 
@@ -121,6 +122,11 @@ def prepare(requirements_path: Path, cache_dir: Path) -> Environment:
     if not missing_pairs:
         log.info("requirements.txt is satisfied by the server's packages; nothing to install")
         return env
+    if os.environ.get(PREWARMED_ENV):
+        # a standby imported numpy and scikit-learn before it knew this model: an environment put
+        # in front of them now would come too late, so this process starts afresh (same pid)
+        log.info("requirements.txt needs %s: restarting without the pre-imported modules", "; ".join(missing))
+        restart_fresh()
 
     digest = requirements_sha256(data)
     envs = cache_dir / "envs"
