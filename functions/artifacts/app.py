@@ -31,17 +31,12 @@ _logic: ArtifactEvents | None = None
 
 
 def logic() -> ArtifactEvents:
-    """Created on first use and kept for the container's life (tests reset it with ``reset()``)."""
+    """Created on first use and kept for the container's life."""
     global _logic
     if _logic is None:
         settings = get_settings()
         _logic = ArtifactEvents(Store(settings), ObjectStore(settings))
     return _logic
-
-
-def reset() -> None:
-    global _logic
-    _logic = None
 
 
 def record_handler(record: SQSRecord) -> None:

@@ -13,7 +13,9 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from modelport.domain.errors import Conflict, Invalid
 from modelport.settings import Settings
@@ -24,6 +26,7 @@ _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 EXPIRES_AFTER_SECONDS = 24 * 3600
 
 Work = Callable[[], dict[str, Any]]
+M = TypeVar("M", bound=BaseModel)
 
 
 class Idempotency:
@@ -89,3 +92,10 @@ class Idempotency:
                 f"a request with {HEADER} {key!r} is still in progress; retry in a moment",
                 code="idempotency_in_progress",
             ) from exc
+
+    def create(
+        self, owner: str, operation: str, key: str | None, payload: dict[str, Any], make: Callable[[], M],
+        answer: type[M],
+    ) -> M:
+        """A creating request's answer: ``make()``'s, or with a repeated key the first one's again."""
+        return answer.model_validate(self.run(owner, operation, key, payload, lambda: make().model_dump(mode="json")))

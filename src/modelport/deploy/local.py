@@ -199,6 +199,13 @@ _PER_DEPLOYMENT = ("MODEL_URI", "REQUIREMENTS_URI", "MODEL_SHA256", "REQUIREMENT
                    "PREDICT_TOKEN_SHA256")
 
 
+def _replica_failure(replica: Replica, what: str, state: str) -> ClusterError:
+    """A replica that did not come up, with the server's own reason from its log (read once)."""
+    tail = _read_tail(replica.log_path)
+    reason = failure_reason(tail)
+    return ClusterError(f"{what}: {reason}", retryable=False, pod_reason=f"{state}: {reason}", detail=tail[-8192:])
+
+
 def _dismiss(process: subprocess.Popen[bytes]) -> None:
     """End a standby that will not be used (an empty line on stdin ends it; else terminate)."""
     with contextlib.suppress(OSError):
@@ -495,12 +502,9 @@ class LocalProcessDriver:
                     assert replica.process is not None
                     code = replica.process.poll()
                     if code is not None:
-                        reason = failure_reason(_read_tail(replica.log_path))
-                        raise ClusterError(
-                            f"the model server of deployment {spec.deployment_id} did not start "
-                            f"(replica {replica.index + 1} exited with code {code}): {reason}",
-                            retryable=False, pod_reason=f"exited with code {code}: {reason}",
-                            detail=_read_tail(replica.log_path, 8192),
+                        raise _replica_failure(
+                            replica, f"the model server of deployment {spec.deployment_id} did not start "
+                            f"(replica {replica.index + 1} exited with code {code})", f"exited with code {code}",
                         )
                     if self._probe(replica):
                         replica.ready = True
@@ -508,13 +512,9 @@ class LocalProcessDriver:
                 if not pending:
                     break
                 if time.monotonic() > deadline:
-                    replica = pending[0]
-                    reason = failure_reason(_read_tail(replica.log_path))
-                    raise ClusterError(
-                        f"the model server of deployment {spec.deployment_id} was not ready within "
-                        f"{spec.timeout_seconds} s; its last log lines: {reason}",
-                        retryable=False, pod_reason=f"not ready: {reason}",
-                        detail=_read_tail(replica.log_path, 8192),
+                    raise _replica_failure(
+                        pending[0], f"the model server of deployment {spec.deployment_id} was not ready within "
+                        f"{spec.timeout_seconds} s; its last log lines", "not ready",
                     )
                 if self._stop.wait(0.05):
                     raise ClusterError("the local platform is stopping", retryable=True)

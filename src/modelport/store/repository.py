@@ -106,13 +106,18 @@ def _follower_guard(model_id: int, deployment_id: int) -> GuardRecord:
     return GuardRecord(f"{schema.MODEL_PREFIX}{model_id}", "FOLLOWER", ref=deployment_id, type="GUARD")
 
 
+def _found(cls: type[R], kind: str, record_id: int) -> R | None:
+    """The ``kind`` record with this id, whoever owns it; None if there is none."""
+    try:
+        return cls.get(f"{kind.upper()}#{record_id}", kind.upper())
+    except DoesNotExist:
+        return None
+
+
 def _owned(cls: type[R], kind: str, record_id: int, owner: str | None) -> R:
     """The ``kind`` record with this id, if ``owner`` owns it (None: whoever does). Another
     owner's record is NotFound, exactly like a missing one: ids reveal nothing."""
-    try:
-        record = cls.get(f"{kind.upper()}#{record_id}", kind.upper())
-    except DoesNotExist:
-        record = None
+    record = _found(cls, kind, record_id)
     if record is None or (owner is not None and getattr(record, "owner", None) != owner):
         raise NotFound(f"{kind} {record_id} not found", code=f"{kind}_not_found")
     return record
@@ -314,10 +319,8 @@ class Store:
 
     def find_version(self, version_id: int) -> Version | None:
         """A version by id whoever owns it (for event handlers, never for a user's request)."""
-        try:
-            return self._version(self._version_record(None, version_id))
-        except NotFound:
-            return None
+        record = _found(VersionRecord, "version", version_id)
+        return self._version(record) if record else None
 
     def list_versions(self, owner: str, model_id: int, limit: int, cursor: str | None) -> Page:
         self._model_record(owner, model_id)
@@ -465,10 +468,8 @@ class Store:
 
     def find_deployment(self, deployment_id: int) -> Deployment | None:
         """A deployment by id whoever owns it (for the deployer, never for a user's request)."""
-        try:
-            return self._deployment(self._deployment_record(None, deployment_id))
-        except NotFound:
-            return None
+        record = _found(DeploymentRecord, "deployment", deployment_id)
+        return self._deployment(record) if record else None
 
     def list_deployments(self, owner: str, limit: int, cursor: str | None) -> Page:
         return self._page(
@@ -484,7 +485,6 @@ class Store:
 
     def update_deployment(
         self, owner: str, deployment_id: int, *, replicas: int | None = None, version_id: int | None = None,
-        follow_latest: bool | None = None,
     ) -> Deployment:
         """Record a new desired state. Concurrent calls each land (retried on a lost race)."""
         for _ in range(CONCURRENT_WRITE_RETRIES):
@@ -499,8 +499,7 @@ class Store:
                 )
             change_version = version_id is not None and version_id != current.version_id
             change_replicas = replicas is not None and replicas != current.replicas
-            change_follow = follow_latest is not None and follow_latest != current.follow_latest
-            if not (change_version or change_replicas or change_follow):
+            if not (change_version or change_replicas):
                 return current
             now = utcnow()
             actions: list[Any] = [DeploymentRecord.updated_at.set(now)]
@@ -511,10 +510,7 @@ class Store:
             )
             if change_replicas:
                 actions.append(DeploymentRecord.replicas.set(int(replicas or 0)))
-            if change_follow:
-                actions.append(DeploymentRecord.follow_latest.set(int(bool(follow_latest))))
-            if change_version or change_replicas:
-                actions.append(DeploymentRecord.generation.add(1))
+            actions.append(DeploymentRecord.generation.add(1))
             if change_version:
                 assert version_id is not None
                 new_version = self._ready_version(owner, version_id)

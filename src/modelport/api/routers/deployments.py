@@ -32,11 +32,10 @@ def create_deployment(
     idempotency_key: IdempotencyKey = None, body: DeploymentCreate | None = None,
 ) -> DeploymentOut:
     replicas = check_replicas((body or DeploymentCreate()).replicas, settings)
-    answer = idempotency.run(
+    return idempotency.create(
         owner, "create_deployment", idempotency_key, {"version_id": version_id, "replicas": replicas},
-        lambda: deployment_out(store.create_deployment(owner, version_id, replicas)).model_dump(mode="json"),
+        lambda: deployment_out(store.create_deployment(owner, version_id, replicas)), DeploymentOut,
     )
-    return DeploymentOut.model_validate(answer)
 
 
 @router.get("/deployments", response_model=PageOut[DeploymentOut])

@@ -34,11 +34,10 @@ def create_model(
     body: ModelCreate, owner: Owner, store: StoreDep, idempotency: IdempotencyDep,
     idempotency_key: IdempotencyKey = None,
 ) -> ModelOut:
-    answer = idempotency.run(
+    return idempotency.create(
         owner, "create_model", idempotency_key, body.model_dump(mode="json"),
-        lambda: model_out(store.create_model(owner, body.name, body.description)).model_dump(mode="json"),
+        lambda: model_out(store.create_model(owner, body.name, body.description)), ModelOut,
     )
-    return ModelOut.model_validate(answer)
 
 
 @router.get("/models", response_model=PageOut[ModelOut])
@@ -72,11 +71,10 @@ def create_version(
     body: VersionCreate | None = None,
 ) -> VersionOut:
     label = body.version if body else None
-    answer = idempotency.run(
+    return idempotency.create(
         owner, "create_version", idempotency_key, {"model_id": model_id, "version": label},
-        lambda: version_out(store.create_version(owner, model_id, label)).model_dump(mode="json"),
+        lambda: version_out(store.create_version(owner, model_id, label)), VersionOut,
     )
-    return VersionOut.model_validate(answer)
 
 
 @router.get("/models/{model_id}/versions", response_model=PageOut[VersionOut])
