@@ -37,9 +37,9 @@ if kind == "modelport":
     handler = module.handler
 else:
     from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
-    from modelport.settings import get_settings
+    from modelport.settings import Settings
     from modelport.store.repository import Store
-    store = Store(get_settings())
+    store = Store(Settings())
     app = APIGatewayHttpResolver()
 
     @app.get("/api/v1/models")

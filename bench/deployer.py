@@ -42,11 +42,12 @@ def main() -> None:
         os.environ.setdefault(key, value)
 
     from modelport.deploy.reconcile import build_spec
-    from modelport.deploy.runtime import set_driver
     from modelport.domain.entities import Artifact, DeploymentStatus
     from modelport.local.processes import start_dynamodb_local
     from modelport.local.streams import StreamPoller, StreamSourceConfig
     from modelport.local.tools import ensure_tools
+    from modelport.services import deployments, users
+    from modelport.settings import Settings
     from modelport.store.records import ensure_table
     from modelport.store.repository import Store
     from tests.support.functions import load_function
@@ -59,13 +60,13 @@ def main() -> None:
     try:
         os.environ.update({"TABLE_NAME": f"bench-{uuid.uuid4().hex[:6]}", "DYNAMODB_ENDPOINT": dynamodb.url,
                            "DEPLOYER_CONCURRENCY": str(args.concurrency), "CLUSTER_DRIVER": "helm"})
-        deployer = load_function("deployer")
-        settings = deployer.settings
+        settings = Settings()
         ensure_table(settings)
-        driver = cluster.helm_driver(helm=tools.helm, kubectl=tools.kubectl, chart=ROOT / "charts/model-serving")
-        set_driver(settings, driver)
+        driver = cluster.helm_driver(helm=tools.helm, kubectl=tools.kubectl, chart=ROOT / "charts/model-serving",
+                                     settings=settings)
         store = Store(settings)
-        store.create_user("bench")
+        deployer = load_function("deployer").build(settings, store=store, driver=driver)
+        users.create_user(store, "bench")
         model = store.create_model("bench", "iris", None)
         version = store.create_version("bench", model.id, None)
         store.set_version_artifacts(
@@ -75,13 +76,13 @@ def main() -> None:
         version = store.get_version("bench", version.id)
 
         # --- modelport: records in, the stream drives the rest
-        poller = StreamPoller(table_name=settings.table_name, handler=deployer.handler, endpoint_url=dynamodb.url,
+        poller = StreamPoller(table_name=settings.table_name, handler=deployer, endpoint_url=dynamodb.url,
                               config=StreamSourceConfig.from_template("deployer")).start()
         created: dict[int, float] = {}
         ready: dict[int, float] = {}
         start = time.perf_counter()
         for _ in range(args.records):
-            deployment = store.create_deployment("bench", version.id, 1)
+            deployment = deployments.create_deployment(store, settings, "bench", version.id, 1)
             created[deployment.id] = time.perf_counter()
         while len(ready) < args.records:
             for deployment_id in created.keys() - ready.keys():

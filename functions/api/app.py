@@ -1,7 +1,8 @@
 """ApiFunction: API Gateway HTTP API (payload 2.0) -> the FastAPI app through Mangum.
 
-Thin by design: the app, its logic and its settings live in the modelport package (a layer).
-Created at import time so that Lambda's init phase pays for it once per container.
+Thin by design: the app and its logic live in the modelport package (a layer); the settings are
+read from the environment here, the entry point, and passed down. Created at import time so that
+Lambda's init phase pays for it once per container (building it does no I/O).
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from mangum import Mangum
 
 from modelport.api.app import create_app
+from modelport.settings import Settings
 
 logger = Logger()
 metrics = Metrics()
-asgi = Mangum(create_app(), lifespan="off", api_gateway_base_path="/")
+asgi = Mangum(create_app(Settings()), lifespan="off", api_gateway_base_path="/")
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

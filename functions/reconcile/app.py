@@ -1,29 +1,50 @@
 """ReconcileFunction (scheduled): the sweep. Uninstalls modelport releases that have no record,
-re-drives records stuck in a transient status, reinstalls READY records whose release is gone."""
+re-drives records stuck in a transient status, reinstalls READY records whose release is gone.
+
+``build(settings, ...)`` makes the handler from explicit dependencies; ``handler`` is Lambda's
+entry point: settings from the environment, built on the first invocation.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from modelport.deploy.driver import ClusterDriver
 from modelport.deploy.reconcile import sweep
-from modelport.deploy.runtime import get_driver
-from modelport.settings import get_settings
+from modelport.deploy.runtime import build_driver
+from modelport.settings import Settings
 from modelport.store.repository import Store
 
 logger = Logger()
 metrics = Metrics()
-settings = get_settings()
-store = Store(settings)
+Handler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
 
 
-@logger.inject_lambda_context
-@metrics.log_metrics
+def build(settings: Settings, *, store: Store | None = None, driver: ClusterDriver | None = None) -> Handler:
+    table = store or Store(settings)
+    cluster = driver or build_driver(settings)
+
+    @logger.inject_lambda_context
+    @metrics.log_metrics
+    def handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        report = sweep(table, cluster, settings)
+        for line in report.lines():
+            logger.info(line)
+        metrics.add_metric(name="SweepActions", unit="Count", value=len(report.outcomes))
+        return {"actions": report.lines()}
+
+    return handle
+
+
+_handler: Handler | None = None
+
+
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    report = sweep(store, get_driver(settings), settings)
-    for line in report.lines():
-        logger.info(line)
-    metrics.add_metric(name="SweepActions", unit="Count", value=len(report.outcomes))
-    return {"actions": report.lines()}
+    global _handler
+    if _handler is None:
+        _handler = build(Settings())
+    return _handler(event, context)

@@ -2,8 +2,9 @@
 
 The seed's names (MINIO_*, INGRESS_*) keep working; everything else is upper-case of the field
 name (``TABLE_NAME``, ``HELM_TIMEOUT_SECONDS`` ...). Every part of modelport (API, deployer,
-artifacts, model server, local platform) reads its settings from here, so template.yaml and the
-local platform set the same names.
+artifacts, local platform, CLI) builds one ``Settings`` at its entry point (a Lambda module,
+``modelport up``, a CLI command) and passes it down; nothing reads a global one. The model server
+has its own config, ``modelport.domain.model_server.ServerConfig``.
 """
 
 from __future__ import annotations
@@ -115,11 +116,11 @@ def endpoint_url(endpoint: str | None, use_ssl: bool) -> str | None:
     return f"{'https' if use_ssl else 'http'}://{endpoint}"
 
 
+# TEMPORARY: only the model server still reads these, until it reads its own ServerConfig.
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
 
 
 def reset_settings() -> None:
-    """Forget the cached settings (tests and the local platform change the environment)."""
     get_settings.cache_clear()

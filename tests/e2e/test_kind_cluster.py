@@ -25,6 +25,7 @@ from modelport.deploy.reconcile import Action, Reconciler
 from modelport.domain.entities import Artifact, DeploymentStatus
 from modelport.local.processes import ServerProcess
 from modelport.local.tools import Tools
+from modelport.services import deployments, users
 from modelport.settings import Settings
 from modelport.store.records import ensure_table
 from modelport.store.repository import Store
@@ -67,7 +68,7 @@ def test_deploy_predict_scale_delete_on_kind(
     )
     ensure_table(settings)
     store = Store(settings)
-    store.create_user("alice")
+    users.create_user(store, "alice")
     path, model = train_iris(tmp_path / "model.joblib")
     s3 = boto3.client("s3", endpoint_url="http://localhost:30900", aws_access_key_id="modelport",
                       aws_secret_access_key="modelport-secret", region_name="us-east-1")
@@ -85,7 +86,7 @@ def test_deploy_predict_scale_delete_on_kind(
                         chart=repo_root / "charts/model-serving")
     reconciler = Reconciler(store, driver, settings)
 
-    deployment = store.create_deployment("alice", v.id, 1)
+    deployment = deployments.create_deployment(store, store.settings, "alice", v.id, 1)
     assert reconciler.reconcile(deployment.id).action == Action.DEPLOYED
     assert store.get_deployment("alice", deployment.id).status == DeploymentStatus.READY
     deadline = time.monotonic() + 60
@@ -96,7 +97,7 @@ def test_deploy_predict_scale_delete_on_kind(
         time.sleep(1)
     assert answer.json()["predictions"] == model.predict(IRIS_ROWS).tolist()
 
-    store.update_deployment("alice", deployment.id, replicas=2)
+    deployments.update_deployment(store, store.settings, "alice", deployment.id, replicas=2)
     assert reconciler.reconcile(deployment.id).action == Action.DEPLOYED
     store.request_delete("alice", deployment.id)
     assert reconciler.reconcile(deployment.id).action == Action.DELETED

@@ -66,7 +66,7 @@ def prepare(env: dict[str, str]) -> Settings:
 def start_api(env: dict[str, str], log_dir: Path) -> ServerProcess:
     port = free_port()
     argv = [
-        sys.executable, "-m", "uvicorn", "modelport.api.app:create_app", "--factory",
+        sys.executable, "-m", "uvicorn", "modelport.api.app:from_environment", "--factory",
         "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
     ]
     return start("api", argv, port, log_dir=log_dir, env=env).wait_ready(60)

@@ -26,7 +26,6 @@ import boto3
 import httpx
 import pytest
 
-from modelport.artifacts.events import ArtifactEvents
 from modelport.artifacts.storage import ObjectStore
 from modelport.artifacts.uploads import upload_targets
 from modelport.domain.entities import Version, utcnow
@@ -61,9 +60,9 @@ class Evil:
 
 
 class Platform:
-    def __init__(self, plane: ControlPlane, function: ModuleType, queues: UploadQueues, sqs: Any, s3: Any) -> None:
+    def __init__(self, plane: ControlPlane, handler: Any, queues: UploadQueues, sqs: Any, s3: Any) -> None:
         self.plane = plane
-        self.function = function
+        self.handler = handler
         self.queues = queues
         self.sqs = sqs
         self.s3 = s3
@@ -75,7 +74,7 @@ class Platform:
             "max_receive_count": self.queues.max_receive_count, "dead_letter_url": self.queues.dead_letter_url,
         }
         options.update(kwargs)
-        return SqsEventSource(self.sqs, self.queues.queue_url, self.function.handler, **options)
+        return SqsEventSource(self.sqs, self.queues.queue_url, self.handler, **options)
 
     def queue_depth(self, url: str | None = None) -> int:
         attrs = self.sqs.get_queue_attributes(
@@ -105,9 +104,8 @@ def platform(control_plane_factory: Callable[..., ControlPlane], moto_server: Se
         s3, sqs, plane.settings.minio_bucket_name, f"uploads-{uuid.uuid4().hex[:8]}", max_receive_count=3,
         visibility_timeout=30,
     )
-    function = load_handler_module()
-    function._logic = ArtifactEvents(Store(plane.settings), ObjectStore(plane.settings))
-    yield Platform(plane, function, queues, sqs, s3)
+    handler = load_handler_module().build(plane.settings, store=Store(plane.settings))
+    yield Platform(plane, handler, queues, sqs, s3)
 
 
 @pytest.fixture(scope="module")
@@ -327,7 +325,6 @@ def test_transient_failures_are_retried_then_dead_lettered(platform: Platform, i
     """DynamoDB unreachable: the record fails, SQS redelivers it, and after maxReceiveCount it is
     moved to the dead-letter queue (not lost, not retried forever)."""
     broken_settings = platform.plane.settings.model_copy(update={"dynamodb_endpoint": f"http://127.0.0.1:{free_port()}"})
-    function = load_handler_module()
     body = json.dumps({"Records": [{"eventName": "ObjectCreated:Put", "s3": {
         "bucket": {"name": platform.plane.settings.minio_bucket_name},
         "object": {"key": "models%2F1%2Fversions%2F1%2Fmodel.joblib", "size": 10, "eTag": "x"}}}]})
@@ -335,8 +332,8 @@ def test_transient_failures_are_retried_then_dead_lettered(platform: Platform, i
     queue = platform.sqs.create_queue(QueueName=f"q-{uuid.uuid4().hex[:8]}")["QueueUrl"]
     platform.sqs.send_message(QueueUrl=queue, MessageBody=body)
     try:
-        function._logic = ArtifactEvents(Store(broken_settings), ObjectStore(broken_settings))
-        source = SqsEventSource(platform.sqs, queue, function.handler, wait_seconds=1, retry_after=0,
+        handler = load_handler_module().build(broken_settings)
+        source = SqsEventSource(platform.sqs, queue, handler, wait_seconds=1, retry_after=0,
                                 max_receive_count=2, dead_letter_url=dlq)
         failures = 0
         deadline = time.monotonic() + 60

@@ -24,13 +24,10 @@ import httpx
 import joblib
 import pytest
 
-from modelport.artifacts.events import ArtifactEvents
-from modelport.artifacts.storage import ObjectStore
 from modelport.cli.client import ApiClient, wait_until
 from modelport.local.processes import ServerProcess, free_port, start
 from modelport.local.sqs import SqsEventSource, setup_upload_events
 from modelport.local.tools import Tools
-from modelport.store.repository import Store
 from tests.integration.conftest import ControlPlane
 from tests.support.kube_emulator import KubeEmulator
 from tests.support.models import IRIS_ROWS, train_iris
@@ -54,9 +51,8 @@ def artifacts_worker(plane: ControlPlane, moto_server: ServerProcess) -> SqsEven
     assert spec is not None and spec.loader is not None
     function = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(function)
-    function._logic = ArtifactEvents(Store(plane.settings), ObjectStore(plane.settings))  # type: ignore[attr-defined]
     return SqsEventSource(
-        sqs, queues.queue_url, function.handler, batch_size=10, wait_seconds=1, function_name="artifacts",
+        sqs, queues.queue_url, function.build(plane.settings), batch_size=10, wait_seconds=1, function_name="artifacts",
     ).start()
 
 

@@ -12,12 +12,13 @@ from typing import Any
 
 import pytest
 
+from modelport.deploy.helm import HelmDriver
 from modelport.deploy.reconcile import Action, Reconciler, build_spec
-from modelport.deploy.runtime import get_driver, set_driver
 from modelport.domain.entities import Artifact, Deployment, DeploymentStatus, utcnow
 from modelport.local.processes import ServerProcess
 from modelport.local.streams import StreamPoller, StreamSourceConfig
 from modelport.local.tools import Tools
+from modelport.services import deployments, users
 from modelport.settings import Settings
 from modelport.store.records import ensure_table
 from modelport.store.repository import Store
@@ -40,10 +41,11 @@ def never_ready_when_broken(deployment: Mapping[str, Any]) -> Readiness:
 
 
 class Flow:
-    def __init__(self, store: Store, cluster: KubeEmulator, settings: Settings) -> None:
+    def __init__(self, store: Store, cluster: KubeEmulator, settings: Settings, driver: HelmDriver) -> None:
         self.store = store
         self.cluster = cluster
         self.settings = settings
+        self.driver = driver
         self.model_id = store.create_model(OWNER, f"iris-{uuid.uuid4().hex[:6]}", None).id
 
     def version(self, key: str) -> int:
@@ -86,25 +88,24 @@ def flow(
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    deployer = load_function("deployer")
-    settings: Settings = deployer.settings
+    settings = Settings()  # as the function's entry point builds them, from that environment
     ensure_table(settings)
     kube_cluster.readiness = never_ready_when_broken
-    driver = kube_cluster.helm_driver(helm=tools.helm, kubectl=tools.kubectl, chart=repo_root / "charts/model-serving")
-    set_driver(settings, driver)
-    poller = StreamPoller(
-        table_name=settings.table_name, handler=deployer.handler, endpoint_url=dynamodb_local.url,
-        config=StreamSourceConfig.from_template("deployer"),
-    ).start()
+    driver = kube_cluster.helm_driver(helm=tools.helm, kubectl=tools.kubectl, chart=repo_root / "charts/model-serving",
+                                      settings=settings)
     store = Store(settings)
-    store.create_user(OWNER)
-    yield Flow(store, kube_cluster, settings)
+    poller = StreamPoller(
+        table_name=settings.table_name, handler=load_function("deployer").build(settings, store=store, driver=driver),
+        endpoint_url=dynamodb_local.url, config=StreamSourceConfig.from_template("deployer"),
+    ).start()
+    users.create_user(store, OWNER)
+    yield Flow(store, kube_cluster, settings, driver)
     poller.stop()
 
 
 def test_create_scale_and_delete_through_the_stream(flow: Flow):
     version_id = flow.version("models/1/versions/1")
-    deployment = flow.store.create_deployment(OWNER, version_id, 1)
+    deployment = deployments.create_deployment(flow.store, flow.store.settings, OWNER, version_id, 1)
     release = deployment.k8s_service_name
 
     ready = flow.settled(deployment.id, DeploymentStatus.READY)
@@ -122,7 +123,7 @@ def test_create_scale_and_delete_through_the_stream(flow: Flow):
     assert len(secrets) == 1
     assert "s3cr3t" not in str(k8s_deployment)  # credentials only through the Secret
 
-    flow.store.update_deployment(OWNER, deployment.id, replicas=3)
+    deployments.update_deployment(flow.store, flow.store.settings, OWNER, deployment.id, replicas=3)
     scaled = flow.settled(deployment.id, DeploymentStatus.READY)
     assert scaled.deployed_replicas == 3
     assert flow.k8s("Deployment", release)["spec"]["replicas"] == 3  # type: ignore[index]
@@ -134,7 +135,7 @@ def test_create_scale_and_delete_through_the_stream(flow: Flow):
 
 
 def test_a_release_that_never_becomes_ready_fails_and_is_removed(flow: Flow):
-    deployment = flow.store.create_deployment(OWNER, flow.version("broken"), 1)
+    deployment = deployments.create_deployment(flow.store, flow.store.settings, OWNER, flow.version("broken"), 1)
     failed = flow.settled(deployment.id, DeploymentStatus.FAILED)
     assert failed.status_message and "CrashLoopBackOff" in failed.status_message
     assert flow.k8s("Deployment", deployment.k8s_service_name) is None
@@ -143,9 +144,10 @@ def test_a_release_that_never_becomes_ready_fails_and_is_removed(flow: Flow):
 
 def test_an_update_that_never_becomes_ready_rolls_back_and_keeps_serving(flow: Flow):
     good = flow.version("good")
-    deployment = flow.store.create_deployment(OWNER, good, 2)
+    deployment = deployments.create_deployment(flow.store, flow.store.settings, OWNER, good, 2)
     flow.settled(deployment.id, DeploymentStatus.READY)
-    flow.store.update_deployment(OWNER, deployment.id, version_id=flow.version("broken-v2"))
+    broken = flow.version("broken-v2")
+    deployments.update_deployment(flow.store, flow.store.settings, OWNER, deployment.id, version_id=broken)
 
     after = flow.wait(
         deployment.id, lambda d: d is not None and d.status == DeploymentStatus.READY and bool(d.status_message)
@@ -158,7 +160,7 @@ def test_an_update_that_never_becomes_ready_rolls_back_and_keeps_serving(flow: F
 
 
 def test_unreachable_cluster_is_retried_then_the_record_goes_and_the_release_follows(flow: Flow):
-    deployment = flow.store.create_deployment(OWNER, flow.version("models/9"), 1)
+    deployment = deployments.create_deployment(flow.store, flow.store.settings, OWNER, flow.version("models/9"), 1)
     flow.settled(deployment.id, DeploymentStatus.READY)
     flow.cluster.stop()
     try:
@@ -167,12 +169,12 @@ def test_unreachable_cluster_is_retried_then_the_record_goes_and_the_release_fol
     finally:
         flow.cluster.start()
     # the leftover release goes once the cluster answers (the REMOVE record, or else the sweep)
-    Reconciler(flow.store, get_driver(flow.settings), flow.settings).sweep()
+    Reconciler(flow.store, flow.driver, flow.settings).sweep()
     flow.cluster.wait_for("Deployment", NS, lambda objs: not objs, timeout=30)
 
 
 def test_the_sweep_uninstalls_releases_without_a_record(flow: Flow):
-    driver = get_driver(flow.settings)
+    driver = flow.driver
     orphan = build_spec(
         Deployment(id=4242, owner=OWNER, namespace=NS, model_id=1, version_id=1, replicas=1,
                    k8s_service_name="model-4242-1700000000", url="http://x", created_at=utcnow(), updated_at=utcnow()),

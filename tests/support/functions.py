@@ -8,13 +8,10 @@ import uuid
 from pathlib import Path
 from types import ModuleType
 
-from modelport.settings import reset_settings
-
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def load_function(name: str) -> ModuleType:
-    reset_settings()
     path = ROOT / "functions" / name / "app.py"
     spec = importlib.util.spec_from_file_location(f"function_{name}_{uuid.uuid4().hex[:8]}", path)
     assert spec is not None and spec.loader is not None

@@ -1014,8 +1014,10 @@ class KubeEmulator:
         """A HelmDriver pointed at this emulator, with the two flags the emulator needs
         (``--server-side=false``, ``--disable-openapi-validation``); never production defaults."""
         from modelport.deploy.helm import HelmDriver
+        from modelport.settings import Settings
 
         kwargs.setdefault("work_dir", self.directory / "helm-work")
+        kwargs.setdefault("settings", Settings())
         return HelmDriver(
             helm_bin=str(helm),
             kubectl_bin=str(kubectl),

@@ -12,10 +12,11 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from modelport.artifacts.events import decode_key, object_records
 from modelport.domain.entities import VersionStatus
 from modelport.domain.paths import parse_artifact_key
 from modelport.local.sqs import LambdaContext
+from modelport.services import users
+from modelport.services.artifact_events import decode_key, object_records
 from modelport.settings import Settings
 from modelport.store.records import ensure_table
 from modelport.store.repository import Store
@@ -77,7 +78,7 @@ def moto_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
 def test_sample_put_event_makes_the_version_ready(moto_env: Settings, tmp_path: Path) -> None:
     """events/artifacts-model-uploaded.json names models/3/versions/5/model.joblib: make it exist."""
     store = Store(moto_env)
-    store.create_user("alice")
+    users.create_user(store, "alice")
     models = [store.create_model("alice", f"m{i}", None) for i in range(3)]
     versions = [store.create_version("alice", models[2].id, None) for _ in range(5)]
     assert (models[2].id, versions[4].id) == (3, 5)

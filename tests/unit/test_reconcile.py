@@ -14,6 +14,7 @@ from modelport.deploy.stream import handle_batch
 from modelport.domain.entities import Artifact, DeploymentStatus
 from modelport.domain.errors import Conflict
 from modelport.local.streams import LocalLambdaContext
+from modelport.services import deployments, users
 from modelport.settings import Settings
 from modelport.store.records import ensure_table
 from modelport.store.repository import Store
@@ -33,7 +34,7 @@ def store(settings: Settings) -> Iterator[Store]:
     with mock_aws():
         ensure_table(settings)
         store = Store(settings)
-        store.create_user(OWNER)
+        users.create_user(store, OWNER)
         yield store
 
 
@@ -63,7 +64,7 @@ def model_id(store: Store) -> int:
 
 def test_a_new_deployment_becomes_ready_with_the_right_release(store, driver, reconciler, model_id):
     version_id = ready_version(store, model_id, "good")
-    deployment = store.create_deployment(OWNER, version_id, 2)
+    deployment = deployments.create_deployment(store, store.settings, OWNER, version_id, 2)
     outcome = reconciler.reconcile(deployment.id)
     assert outcome.action == Action.DEPLOYED
     after = store.get_deployment(OWNER, deployment.id)
@@ -77,7 +78,7 @@ def test_a_new_deployment_becomes_ready_with_the_right_release(store, driver, re
 
 
 def test_the_same_record_twice_makes_one_release(store, driver, reconciler, model_id):
-    deployment = store.create_deployment(OWNER, ready_version(store, model_id), 1)
+    deployment = deployments.create_deployment(store, store.settings, OWNER, ready_version(store, model_id), 1)
     reconciler.reconcile(deployment.id)
     assert reconciler.reconcile(deployment.id).action == Action.NOTHING
     assert [c for c in driver.calls if c[0] == "deploy"] == [("deploy", deployment.k8s_service_name)]
@@ -85,9 +86,9 @@ def test_the_same_record_twice_makes_one_release(store, driver, reconciler, mode
 
 
 def test_a_replicas_change_upgrades(store, driver, reconciler, model_id):
-    deployment = store.create_deployment(OWNER, ready_version(store, model_id), 1)
+    deployment = deployments.create_deployment(store, store.settings, OWNER, ready_version(store, model_id), 1)
     reconciler.reconcile(deployment.id)
-    store.update_deployment(OWNER, deployment.id, replicas=3)
+    deployments.update_deployment(store, store.settings, OWNER, deployment.id, replicas=3)
     assert reconciler.reconcile(deployment.id).action == Action.DEPLOYED
     assert driver.current("user-alice", deployment.k8s_service_name).replicas == 3
     assert store.get_deployment(OWNER, deployment.id).status == DeploymentStatus.READY
@@ -96,7 +97,7 @@ def test_a_replicas_change_upgrades(store, driver, reconciler, model_id):
 def test_a_failed_first_install_is_removed_and_failed_with_a_reason(store, driver, reconciler, model_id):
     driver.failing_keys.add("broken/model.joblib")
     version_id = ready_version(store, model_id, "broken")
-    deployment = store.create_deployment(OWNER, version_id, 1)
+    deployment = deployments.create_deployment(store, store.settings, OWNER, version_id, 1)
     outcome = reconciler.reconcile(deployment.id)
     assert outcome.action == Action.FAILED
     after = store.get_deployment(OWNER, deployment.id)
@@ -106,14 +107,15 @@ def test_a_failed_first_install_is_removed_and_failed_with_a_reason(store, drive
     # the failed deployment no longer holds the version: it can be re-uploaded, the model deleted
     assert store.get_version(OWNER, version_id).deployments == 0
     with pytest.raises(Conflict):
-        store.update_deployment(OWNER, deployment.id, replicas=2)
+        deployments.update_deployment(store, store.settings, OWNER, deployment.id, replicas=2)
 
 
 def test_failed_record_ttl_zero_deletes_it_at_once(store, driver, settings, model_id):
     settings.failed_record_ttl_seconds = 0
     reconciler = Reconciler(store, driver, settings, sleep=lambda _: None)
     driver.failing_keys.add("broken/model.joblib")
-    deployment = store.create_deployment(OWNER, ready_version(store, model_id, "broken"), 1)
+    broken = ready_version(store, model_id, "broken")
+    deployment = deployments.create_deployment(store, store.settings, OWNER, broken, 1)
     assert reconciler.reconcile(deployment.id).action == Action.FAILED
     assert store.find_deployment(deployment.id) is None
     store.delete_model(OWNER, model_id)  # counts were given back
@@ -123,9 +125,9 @@ def test_a_failed_update_rolls_back_and_keeps_serving(store, driver, reconciler,
     good = ready_version(store, model_id, "good")
     driver.failing_keys.add("bad/model.joblib")
     bad = ready_version(store, model_id, "bad")
-    deployment = store.create_deployment(OWNER, good, 2)
+    deployment = deployments.create_deployment(store, store.settings, OWNER, good, 2)
     reconciler.reconcile(deployment.id)
-    store.update_deployment(OWNER, deployment.id, version_id=bad, replicas=4)
+    deployments.update_deployment(store, store.settings, OWNER, deployment.id, version_id=bad, replicas=4)
 
     outcome = reconciler.reconcile(deployment.id)
     assert outcome.action == Action.ROLLED_BACK
@@ -142,7 +144,7 @@ def test_a_failed_update_rolls_back_and_keeps_serving(store, driver, reconciler,
 
 
 def test_delete_uninstalls_then_removes_the_record(store, driver, reconciler, model_id):
-    deployment = store.create_deployment(OWNER, ready_version(store, model_id), 1)
+    deployment = deployments.create_deployment(store, store.settings, OWNER, ready_version(store, model_id), 1)
     reconciler.reconcile(deployment.id)
     store.request_delete(OWNER, deployment.id)
     assert reconciler.reconcile(deployment.id).action == Action.DELETED
@@ -152,7 +154,7 @@ def test_delete_uninstalls_then_removes_the_record(store, driver, reconciler, mo
 
 
 def test_unreachable_cluster_is_retried_then_delete_follows_the_seed(store, driver, reconciler, model_id):
-    deployment = store.create_deployment(OWNER, ready_version(store, model_id), 1)
+    deployment = deployments.create_deployment(store, store.settings, OWNER, ready_version(store, model_id), 1)
     reconciler.reconcile(deployment.id)
     driver.unreachable = True
     store.request_delete(OWNER, deployment.id)
@@ -168,19 +170,19 @@ def test_unreachable_cluster_is_retried_then_delete_follows_the_seed(store, driv
 
 def test_unreachable_cluster_on_first_install_fails_it(store, driver, reconciler, model_id):
     driver.unreachable = True
-    deployment = store.create_deployment(OWNER, ready_version(store, model_id), 1)
+    deployment = deployments.create_deployment(store, store.settings, OWNER, ready_version(store, model_id), 1)
     assert reconciler.reconcile(deployment.id).action == Action.FAILED
     assert "cannot reach the cluster" in (store.get_deployment(OWNER, deployment.id).status_message or "")
 
 
 def test_a_stale_write_never_overwrites_a_newer_desired_state(store, driver, settings, model_id):
-    deployment = store.create_deployment(OWNER, ready_version(store, model_id), 1)
+    deployment = deployments.create_deployment(store, store.settings, OWNER, ready_version(store, model_id), 1)
 
     class ChangingDriver(RecordingDriver):
         def deploy(self, spec):  # the user scales while the install runs
             result = super().deploy(spec)
             if spec.replicas == 1:
-                store.update_deployment(OWNER, deployment.id, replicas=5)
+                deployments.update_deployment(store, store.settings, OWNER, deployment.id, replicas=5)
             return result
 
     changing = ChangingDriver()
@@ -194,15 +196,15 @@ def test_a_stale_write_never_overwrites_a_newer_desired_state(store, driver, set
 
 
 def test_no_install_starts_without_time_to_finish(store, reconciler, model_id):
-    deployment = store.create_deployment(OWNER, ready_version(store, model_id), 1)
+    deployment = deployments.create_deployment(store, store.settings, OWNER, ready_version(store, model_id), 1)
     with pytest.raises(NotEnoughTime):
         reconciler.reconcile(deployment.id, seconds_left=10)
     assert store.get_deployment(OWNER, deployment.id).status == DeploymentStatus.PENDING
 
 
 def test_sweep_redrives_stuck_records_and_reinstalls_lost_releases(store, driver, reconciler, model_id):
-    stuck = store.create_deployment(OWNER, ready_version(store, model_id, "a"), 1)
-    lost = store.create_deployment(OWNER, ready_version(store, model_id, "b"), 1)
+    stuck = deployments.create_deployment(store, store.settings, OWNER, ready_version(store, model_id, "a"), 1)
+    lost = deployments.create_deployment(store, store.settings, OWNER, ready_version(store, model_id, "b"), 1)
     reconciler.reconcile(lost.id)
     driver.releases.clear()  # the cluster lost it
     later = datetime.now(UTC) + timedelta(hours=1)
@@ -225,8 +227,8 @@ def stream_record(deployment_id: int, sequence: int, event: str = "MODIFY", pk_p
 
 
 def test_a_batch_with_duplicates_reordered_and_foreign_records_converges(store, driver, reconciler, model_id):
-    first = store.create_deployment(OWNER, ready_version(store, model_id, "a"), 1)
-    second = store.create_deployment(OWNER, ready_version(store, model_id, "b"), 2)
+    first = deployments.create_deployment(store, store.settings, OWNER, ready_version(store, model_id, "a"), 1)
+    second = deployments.create_deployment(store, store.settings, OWNER, ready_version(store, model_id, "b"), 2)
     records = [
         stream_record(second.id, 5), stream_record(first.id, 1, "INSERT"), stream_record(first.id, 2),
         stream_record(second.id, 3, "INSERT"), stream_record(7, 4, pk_prefix="MODEL#"),
@@ -241,7 +243,7 @@ def test_a_batch_with_duplicates_reordered_and_foreign_records_converges(store, 
 
 
 def test_one_bad_record_does_not_fail_the_batch(store, reconciler, model_id):
-    ok = store.create_deployment(OWNER, ready_version(store, model_id), 1)
+    ok = deployments.create_deployment(store, store.settings, OWNER, ready_version(store, model_id), 1)
     short = LocalLambdaContext("deployer", 900)
     records = [stream_record(ok.id, 1, "INSERT"), stream_record(999, 2, "INSERT")]
 
@@ -258,7 +260,7 @@ def test_one_bad_record_does_not_fail_the_batch(store, reconciler, model_id):
 
 
 def test_a_record_without_time_left_is_reported_for_retry(store, reconciler, model_id):
-    deployment = store.create_deployment(OWNER, ready_version(store, model_id), 1)
+    deployment = deployments.create_deployment(store, store.settings, OWNER, ready_version(store, model_id), 1)
     response = handle_batch({"Records": [stream_record(deployment.id, 9, "INSERT")]},
                             LocalLambdaContext("deployer", 5), reconciler, concurrency=1)
     assert response == {"batchItemFailures": [{"itemIdentifier": "9"}]}
@@ -266,7 +268,7 @@ def test_a_record_without_time_left_is_reported_for_retry(store, reconciler, mod
 
 
 def test_protecting_the_url_rolls_out_the_tokens_digest(store, driver, reconciler, model_id):
-    deployment = store.create_deployment(OWNER, ready_version(store, model_id), 1)
+    deployment = deployments.create_deployment(store, store.settings, OWNER, ready_version(store, model_id), 1)
     reconciler.reconcile(deployment.id)
     store.set_predict_token(OWNER, deployment.id, "f" * 64)
     assert reconciler.reconcile(deployment.id).action == Action.DEPLOYED
@@ -277,7 +279,7 @@ def test_protecting_the_url_rolls_out_the_tokens_digest(store, driver, reconcile
 
 
 def test_the_sweep_never_lets_ready_hide_a_crash_loop(store, driver, reconciler, model_id):
-    deployment = store.create_deployment(OWNER, ready_version(store, model_id), 2)
+    deployment = deployments.create_deployment(store, store.settings, OWNER, ready_version(store, model_id), 2)
     reconciler.reconcile(deployment.id)
     key = ("user-alice", deployment.k8s_service_name)
     driver.problems[key] = "pod model-x-1: CrashLoopBackOff: last run ended with exit code 137"

@@ -9,6 +9,7 @@ from moto import mock_aws
 
 from modelport.domain.entities import Artifact
 from modelport.domain.errors import Conflict
+from modelport.services import deployments, users
 from modelport.settings import Settings
 from modelport.store.records import ensure_table
 from modelport.store.repository import Store
@@ -20,7 +21,7 @@ def store() -> Iterator[Store]:
         settings = Settings(table_name="rules")
         ensure_table(settings)
         store = Store(settings)
-        store.create_user("alice")
+        users.create_user(store, "alice")
         yield store
 
 
@@ -35,15 +36,15 @@ def ready(store: Store, model_id: int) -> int:
 def test_a_model_has_one_deployment_following_its_latest_version(store: Store):
     model = store.create_model("alice", "iris", None)
     first, second = ready(store, model.id), ready(store, model.id)
-    follower = store.create_deployment("alice", first, 1, follow_latest=True)
+    follower = deployments.create_deployment(store, store.settings, "alice", first, 1, follow_latest=True)
     with pytest.raises(Conflict) as refused:
-        store.create_deployment("alice", second, 1, follow_latest=True)
+        deployments.create_deployment(store, store.settings, "alice", second, 1, follow_latest=True)
     assert refused.value.code == "follower_exists"
     assert store.get_version("alice", second).deployments == 0  # nothing of the refused one stuck
     # deployments that do not follow are not limited
-    store.create_deployment("alice", second, 1)
+    deployments.create_deployment(store, store.settings, "alice", second, 1)
     # the slot is free again once the follower goes (deleted, or failed)
     store.delete_deployment_record(follower.id)
-    again = store.create_deployment("alice", second, 1, follow_latest=True)
+    again = deployments.create_deployment(store, store.settings, "alice", second, 1, follow_latest=True)
     store.fail_deployment(again.id, "it broke", generation=again.generation, expires_in=60)
-    assert store.create_deployment("alice", first, 1, follow_latest=True).follow_latest
+    assert deployments.create_deployment(store, store.settings, "alice", first, 1, follow_latest=True).follow_latest

@@ -11,14 +11,13 @@ from modelport.api.idempotency import Idempotency
 from modelport.api.routers import deployments, models, versions
 from modelport.api.schemas import MeOut
 from modelport.domain.paths import namespace_for
-from modelport.settings import Settings, get_settings
+from modelport.settings import Settings
 from modelport.store.repository import Store
 
 API_PREFIX = "/api/v1"
 
 
-def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
-    settings = settings or get_settings()
+def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     app = FastAPI(
         title="modelport",
         version=__version__,
@@ -49,3 +48,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         return {"status": "ok", "version": __version__}
 
     return app
+
+
+def from_environment() -> FastAPI:
+    """An entry point for ``uvicorn modelport.api.app:from_environment --factory``: the settings
+    come from this process's environment."""
+    return create_app(Settings())

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import Request
 
 from modelport.domain.errors import Unauthorized
+from modelport.services.users import owner_of_key
 
 
 def _jwt_subject(request: Request) -> str | None:
@@ -31,7 +32,7 @@ def current_owner(request: Request) -> str:
             "missing credentials: send 'Authorization: Bearer <api key>' (create one with `modelport users create`)",
             code="missing_credentials",
         )
-    owner = request.app.state.store.owner_for_api_key(token.strip())
+    owner = owner_of_key(request.app.state.store, token.strip())
     if owner is None:
         raise Unauthorized("the API key is not valid", code="invalid_api_key")
     return str(owner)

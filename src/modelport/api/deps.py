@@ -9,7 +9,6 @@ from fastapi import Depends, Header, Query, Request
 from modelport.api.auth import current_owner
 from modelport.api.idempotency import Idempotency
 from modelport.artifacts.storage import ObjectStore
-from modelport.domain.errors import Invalid
 from modelport.settings import Settings
 from modelport.store.repository import Store
 
@@ -55,12 +54,3 @@ class Paging:
 
 
 PagingDep = Annotated[Paging, Depends(Paging)]
-
-
-def check_replicas(replicas: int, settings: Settings) -> int:
-    if not settings.replicas_min <= replicas <= settings.replicas_max:
-        raise Invalid(
-            f"replicas must be between {settings.replicas_min} and {settings.replicas_max}, got {replicas}",
-            code="replicas_out_of_range",
-        )
-    return replicas

@@ -1,6 +1,6 @@
 """Checks of an uploaded artifact, done without loading it. One code path for the API upload and
 the S3-event upload: both call :func:`inspect_model` / :func:`inspect_requirements` and then
-:func:`modelport.artifacts.register.register_version`.
+:func:`modelport.services.versions.register_version`.
 """
 
 from __future__ import annotations

@@ -10,6 +10,12 @@ from botocore.config import Config
 from modelport.settings import Settings
 
 CHUNK = 1024 * 1024
+_MISSING = {"404", "NoSuchKey", "NotFound"}
+_SUPERSEDED = {"412", "PreconditionFailed"}
+
+
+def _error_code(exc: Exception) -> str:
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code"))
 
 
 def s3_client(settings: Settings) -> Any:
@@ -58,6 +64,33 @@ class ObjectStore:
         """Upload a stream (multipart for large ones); returns the ETag."""
         self.client.upload_fileobj(stream, self.bucket, key, ExtraArgs={"Metadata": metadata or {}})
         return self.client.head_object(Bucket=self.bucket, Key=key).get("ETag", "").strip('"') or None
+
+    def head(self, key: str) -> dict[str, Any] | None:
+        """The object's HEAD (ETag, size, metadata); None if there is no such object."""
+        try:
+            head: dict[str, Any] = self.client.head_object(Bucket=self.bucket, Key=key)
+        except self.client.exceptions.ClientError as exc:
+            if _error_code(exc) in _MISSING:
+                return None
+            raise
+        return head
+
+    def download(self, key: str, etag: str | None, into: IO[bytes]) -> bool:
+        """The object's bytes as they were when headed (``etag``) into ``into``, rewound; False
+        when it changed or went meanwhile."""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if etag:
+            kwargs["IfMatch"] = f'"{etag}"'
+        try:
+            body = self.client.get_object(**kwargs)["Body"]
+        except self.client.exceptions.ClientError as exc:
+            if _error_code(exc) in _MISSING | _SUPERSEDED:
+                return False
+            raise
+        while chunk := body.read(CHUNK):
+            into.write(chunk)
+        into.seek(0)
+        return True
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=key)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelport.artifacts.events import AUTO_DEPLOY_META, REQUIREMENTS_META
 from modelport.artifacts.storage import ObjectStore
 from modelport.domain.entities import Version
 from modelport.domain.paths import MODEL_FILE, REQUIREMENTS_FILE, artifact_key
 
 UPLOAD_URL_EXPIRES_SECONDS = 900
+AUTO_DEPLOY_META = "auto-deploy"  # x-amz-meta-auto-deploy: deploy the version once it is READY
+REQUIREMENTS_META = "requirements"  # x-amz-meta-requirements: a requirements.txt comes with this model
 
 
 def presigned_post(

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from modelport.cli import app
-from modelport.cli import output as o
+import modelport.cli.output as o
+from modelport.cli.app import app
 from modelport.cli.client import (
     DEFAULT_ENDPOINT,
     ApiClient,

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from modelport.cli import app
+from modelport.cli.app import app
 from modelport.cli.client import EXIT_CODES_HELP
 
 out = Console(highlight=False)

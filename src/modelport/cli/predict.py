@@ -9,8 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
-from modelport.cli import app
-from modelport.cli import output as o
+import modelport.cli.output as o
+from modelport.cli.app import app
 from modelport.cli.client import ApiClient, CliError, ExitCode, handle_errors
 
 

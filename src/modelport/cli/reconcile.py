@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import typer
 
-from modelport.cli import app
-from modelport.cli import output as o
+import modelport.cli.output as o
+from modelport.cli.app import app
 from modelport.cli.client import CliError, ExitCode, handle_errors
 from modelport.domain.errors import ModelportError
+from modelport.settings import Settings
 
 
 @app.command("reconcile", epilog=o.EPILOG)
@@ -20,9 +21,7 @@ def reconcile() -> None:
     status. Talks to the table and the cluster directly, with the deployer's settings from the
     environment (TABLE_NAME, DYNAMODB_ENDPOINT, KUBECONFIG, CLUSTER_DRIVER=helm ...).
     """
-    from modelport.settings import get_settings
-
-    settings = get_settings()
+    settings = Settings()  # the deployer's settings, from this process's environment
     if settings.cluster_driver == "local":
         # The local driver's model servers belong to the `modelport up` process; a second process
         # would see none of them and start duplicates. That process runs the sweep itself.
@@ -37,12 +36,12 @@ def reconcile() -> None:
 
         from modelport.deploy.driver import ClusterError
         from modelport.deploy.reconcile import sweep
-        from modelport.deploy.runtime import get_driver
+        from modelport.deploy.runtime import build_driver
         from modelport.store.repository import Store
     except ImportError as exc:
         raise CliError(f"this installation has no reconcile sweep ({exc})") from None
     try:
-        report = sweep(Store(settings), get_driver(settings), settings)
+        report = sweep(Store(settings), build_driver(settings), settings)
     except ValueError as exc:  # a bad CLUSTER_DRIVER
         raise CliError(str(exc), ExitCode.USAGE) from None
     except ClusterError as exc:

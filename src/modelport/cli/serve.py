@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from modelport.cli import app
+from modelport.cli.app import app
 
 
 @app.command("serve")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modelport.cli import app
+from modelport.cli.app import app
 from modelport.local.tools import ensure_tools
 
 

@@ -7,7 +7,27 @@ from typing import Annotated
 
 import typer
 
-from modelport.cli import app
+from modelport.cli.app import app
+from modelport.cli.client import config_path, read_config_file, save_config
+
+
+class ConfigKeyBook:
+    """The CLI's config file as the platform's key book: the default user's key is reused while
+    the file names this endpoint, and written there for commands in other terminals."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def known_key(self, endpoint: str) -> str | None:
+        found = read_config_file(self.path)
+        same = found.get("endpoint", "").rstrip("/") == endpoint.rstrip("/")
+        return found.get("api_key") if same else None
+
+    def save(self, endpoint: str, key: str) -> Path:
+        return save_config(endpoint, key, self.path)
+
+    def where(self) -> Path:
+        return self.path
 
 
 @app.command("up")
@@ -43,6 +63,6 @@ def up_command(
     options = Options(
         port=port, gateway_port=gateway_port, host=host, state_dir=state_dir, persist=persist, ephemeral=ephemeral,
         dynamodb_endpoint=dynamodb_endpoint, s3_endpoint=s3_endpoint, driver=chosen, kubeconfig=kubeconfig,
-        demo=demo, verbose=verbose,
+        demo=demo, verbose=verbose, keys=ConfigKeyBook(config_path()),
     )
     raise typer.Exit(run(options))

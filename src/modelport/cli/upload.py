@@ -10,8 +10,8 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-from modelport.cli import app
-from modelport.cli import output as o
+import modelport.cli.output as o
+from modelport.cli.app import app
 from modelport.cli.client import ApiClient, CliError, ExitCode, WaitTimedOut, handle_errors, wait_until
 
 FINAL_VERSION = frozenset({"READY", "REJECTED"})

@@ -44,7 +44,7 @@ from modelport.deploy.driver import (
     ReleaseStatus,
 )
 from modelport.deploy.eks import TOKEN_LIFETIME_SECONDS, with_eks_tokens
-from modelport.settings import Settings, get_settings
+from modelport.settings import Settings
 
 logger = Logger(service="modelport")
 
@@ -336,7 +336,7 @@ class HelmDriver:
     def __init__(
         self,
         *,
-        settings: Settings | None = None,
+        settings: Settings,
         helm_bin: str | None = None,
         kubectl_bin: str | None = None,
         kubeconfig: str | Path | None = None,
@@ -347,7 +347,7 @@ class HelmDriver:
         work_dir: str | Path | None = None,
         stale_lock_seconds: float | None = None,
     ) -> None:
-        self.settings = settings or get_settings()
+        self.settings = settings
         s = self.settings
         self.helm = helm_bin or find_binary(s.helm_bin, LAYER_HELM, "helm")
         self.kubectl = kubectl_bin or find_binary(s.kubectl_bin, LAYER_KUBECTL, "kubectl")

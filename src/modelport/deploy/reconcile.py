@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from aws_lambda_powertools import Logger
 
@@ -34,7 +34,6 @@ from modelport.domain.entities import (
 )
 from modelport.domain.paths import parse_s3_path
 from modelport.settings import Settings
-from modelport.store.repository import Store
 
 logger = Logger(service="modelport")
 T = TypeVar("T")
@@ -58,6 +57,32 @@ class Outcome:
     deployment_id: int
     action: Action
     message: str = ""
+
+
+class DeploymentRecords(Protocol):
+    """What the deployer needs of the table (``store.repository.Store`` is the one implementation;
+    unit tests may give a fake). Every write is conditional: None or False means it did not land
+    because the record changed meanwhile (a newer desired state, a deletion)."""
+
+    def find_deployment(self, deployment_id: int) -> Deployment | None: ...
+
+    def find_version(self, version_id: int) -> Version | None: ...
+
+    def all_deployments(self) -> list[Deployment]: ...
+
+    def set_deployment_status(
+        self, deployment_id: int, status: DeploymentStatus, message: str | None, *,
+        generation: int | None = None, observed_generation: int | None = None,
+        deployed: tuple[int, int] | None = None, restore: tuple[int, int] | None = None,
+    ) -> Deployment | None: ...
+
+    def fail_deployment(
+        self, deployment_id: int, message: str, *, generation: int, expires_in: int
+    ) -> Deployment | None: ...
+
+    def delete_deployment_record(self, deployment_id: int, *, generation: int | None = None) -> bool: ...
+
+    def request_reinstall(self, deployment_id: int, *, generation: int) -> bool: ...
 
 
 class NotEnoughTime(Exception):
@@ -97,7 +122,7 @@ def build_spec(deployment: Deployment, version: Version, settings: Settings) -> 
 
 class Reconciler:
     def __init__(
-        self, store: Store, driver: ClusterDriver, settings: Settings,
+        self, store: DeploymentRecords, driver: ClusterDriver, settings: Settings,
         *, sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.store = store
@@ -293,5 +318,5 @@ class SweepReport:
         return [f"{o.action.value:15} deployment {o.deployment_id} {o.message}".rstrip() for o in self.outcomes]
 
 
-def sweep(store: Store, driver: ClusterDriver, settings: Settings) -> SweepReport:
+def sweep(store: DeploymentRecords, driver: ClusterDriver, settings: Settings) -> SweepReport:
     return SweepReport(Reconciler(store, driver, settings).sweep())

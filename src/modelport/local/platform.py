@@ -50,13 +50,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote_plus
 
 import boto3
+import httpx
 from rich.console import Console
 from rich.logging import RichHandler
 
+from modelport.api.app import create_app
+from modelport.deploy.local import LocalProcessDriver
+from modelport.deploy.reconcile import sweep
+from modelport.deploy.runtime import build_driver
+from modelport.domain.entities import DeploymentStatus
+from modelport.local.gateway import Gateway, UvicornThread
 from modelport.local.processes import (
     ServerProcess,
     free_port,
@@ -65,6 +72,13 @@ from modelport.local.processes import (
     start_dynamodb_local,
     start_moto_server,
 )
+from modelport.local.sqs import SqsEventSource, ensure_queues, setup_upload_events
+from modelport.local.streams import StreamPoller, StreamSourceConfig
+from modelport.local.template import load_template
+from modelport.services import users
+from modelport.settings import Settings
+from modelport.store.records import ensure_table
+from modelport.store.repository import Store
 
 logger = logging.getLogger("modelport.local.platform")
 
@@ -91,8 +105,18 @@ class Options:
     driver: str = "local"
     kubeconfig: str | None = None
     demo: bool = False
-    config_path: Path | None = None  # the CLI's config file; None: the CLI's default path
+    keys: KeyBook | None = None  # where the default user's key is kept for other terminals (the CLI's config)
     verbose: bool = False
+
+
+class KeyBook(Protocol):
+    """Where the CLI keeps an endpoint's API key; ``modelport up`` (the CLI) passes its config file."""
+
+    def known_key(self, endpoint: str) -> str | None: ...
+
+    def save(self, endpoint: str, key: str) -> Path: ...
+
+    def where(self) -> Path: ...
 
 
 def find_root() -> Path:
@@ -106,8 +130,9 @@ def find_root() -> Path:
                         "repository or set MODELPORT_ROOT")
 
 
-def load_handler(root: Path, function: str) -> Callable[[dict[str, Any], Any], Any]:
-    """``functions/{function}/app.py``'s ``handler``, imported by path under a private module name."""
+def load_function_module(root: Path, function: str) -> ModuleType:
+    """``functions/{function}/app.py``, imported by path under a private module name; its
+    ``build(settings, ...)`` makes the handler from the platform's own dependencies."""
     path = root / "functions" / function / "app.py"
     name = f"modelport_functions_{function}"
     spec = importlib.util.spec_from_file_location(name, path)
@@ -116,7 +141,7 @@ def load_handler(root: Path, function: str) -> Callable[[dict[str, Any], Any], A
     module: ModuleType = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
-    return module.handler  # type: ignore[no-any-return]
+    return module
 
 
 def start_seaweedfs(data_dir: Path, log_dir: Path) -> ServerProcess:
@@ -235,9 +260,7 @@ class Platform:
         log_dir = self.state_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         root = find_root()
-        env: dict[str, str] = {**CREDENTIALS, "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
-        for key, value in env.items():
-            os.environ.setdefault(key, value)
+        library_environment(o.verbose)
 
         # 1. stand-ins
         moto = start_moto_server(log_dir=log_dir)  # SQS always; DynamoDB and S3 too unless persisted or given
@@ -270,37 +293,17 @@ class Platform:
             self.say(f"[yellow]in-memory stand-ins (moto {moto.url}): models, versions and deployments are "
                      "forgotten on exit[/] (use --persist to keep them)")
 
-        # 2. settings for every part of this process (the handlers read the environment)
-        env.update({
-            "TABLE_NAME": os.environ.get("TABLE_NAME", "modelport"),
-            "DYNAMODB_ENDPOINT": dynamodb_url,
-            "MINIO_ENDPOINT": s3_url,
-            "MINIO_ACCESS_KEY": "testing",
-            "MINIO_SECRET_KEY": "testing",
-            "MINIO_BUCKET_NAME": os.environ.get("MINIO_BUCKET_NAME", "models"),
-            "STATE_DIR": str(self.state_dir),
-            "INGRESS_HOST": "localhost",
-            "INGRESS_PORT": str(o.gateway_port),
-            "CLUSTER_DRIVER": o.driver,
-            "MODEL_CACHE_DIR": str(self.state_dir / "cache"),
-            "POWERTOOLS_SERVICE_NAME": "modelport",
-            "POWERTOOLS_METRICS_NAMESPACE": "modelport-local",
-            "POWERTOOLS_METRICS_DISABLED": "true",
-            "POWERTOOLS_LOG_LEVEL": "INFO" if o.verbose else "WARNING",
-            "MODELPORT_TEMPLATE": str(root / "template.yaml"),
-        })
-        if o.kubeconfig:
-            env["KUBECONFIG"] = str(Path(o.kubeconfig).expanduser().resolve())
-        os.environ.update(env)
-        from modelport.settings import get_settings, reset_settings
-
-        reset_settings()
-        settings = get_settings()
+        # 2. settings, built here and passed to every part (nothing reads them from the environment)
+        settings = Settings(
+            table_name=os.environ.get("TABLE_NAME", "modelport"),
+            dynamodb_endpoint=dynamodb_url,
+            minio_endpoint=s3_url, minio_access_key="testing", minio_secret_key="testing",
+            minio_bucket_name=os.environ.get("MINIO_BUCKET_NAME", "models"),
+            state_dir=str(self.state_dir), ingress_host="localhost", ingress_port=o.gateway_port,
+            cluster_driver=o.driver,
+            kubeconfig=str(Path(o.kubeconfig).expanduser().resolve()) if o.kubeconfig else None,
+        )
         self.settings = settings
-
-        from modelport.store.records import ensure_table
-        from modelport.store.repository import Store
-
         if ensure_table(settings):
             logger.info("table %s created at %s", settings.table_name, dynamodb_url)
         self.store = Store(settings)
@@ -308,10 +311,7 @@ class Platform:
         sqs = boto3.client("sqs", endpoint_url=sqs_url, region_name="us-east-1")
         with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
             s3.create_bucket(Bucket=settings.minio_bucket_name)
-        from modelport.local.sqs import SqsEventSource, ensure_queues, setup_upload_events
-        from modelport.local.template import load_template
-
-        template = load_template()
+        template = load_template(root / "template.yaml")
         source = template.function("artifacts").event_source
         queue_cfg = source.queue if source is not None else None
         max_receive = (queue_cfg.max_receive_count if queue_cfg else None) or 5
@@ -322,45 +322,34 @@ class Platform:
             queues = setup_upload_events(s3, sqs, settings.minio_bucket_name, UPLOADS_QUEUE,
                                          max_receive_count=max_receive, visibility_timeout=visibility)
 
-        # the functions, loaded now that the environment says where everything is
-        deployer = load_handler(root, "deployer")
-        artifacts = load_handler(root, "artifacts")
-        import modelport.api.app
-        import modelport.deploy.reconcile
-        import modelport.local.streams  # noqa: F401
-
         # Powertools' Logger(service="modelport") prints JSON on stdout for the whole "modelport" logger
         # tree; in the foreground everything goes to the one readable console log instead. (Powertools
         # reuses the tree's first handler for later Logger instances, so it is replaced, not removed.)
+        deployer_module = load_function_module(root, "deployer")
+        artifacts_module = load_function_module(root, "artifacts")
         tree = logging.getLogger("modelport")
         tree.handlers[:] = [console_handler()]  # a fresh one: Powertools filters "modelport" off root's
         tree.propagate = False
         tree.setLevel(logging.DEBUG if o.verbose else logging.INFO)
 
         # 3. the cluster driver
-        from modelport.deploy import runtime
-
         if o.driver == "local":
-            from modelport.deploy.local import LocalProcessDriver
-
-            driver = LocalProcessDriver(settings, state_dir=self.state_dir / "driver", on_event=self._report)
-            LocalProcessDriver.set_shared(driver)
-            runtime.set_driver(settings, driver)
-            self.driver = driver
-            self._on_stop("model servers", lambda: driver.close(keep_state=o.persist))
+            local_driver = LocalProcessDriver(settings, state_dir=self.state_dir / "driver", on_event=self._report)
+            self.driver = local_driver
+            self._on_stop("model servers", lambda: local_driver.close(keep_state=o.persist))
             if o.persist:
-                self._restore(driver)
+                self._restore(local_driver)
         else:
-            self.driver = runtime.get_driver(settings)
+            self.driver = build_driver(settings)
 
-        # 4. event sources, with template.yaml's settings
-        from modelport.local.streams import StreamPoller, StreamSourceConfig
-
+        # 4. event sources, with template.yaml's settings, calling the functions' own handlers
+        deployer = deployer_module.build(settings, store=self.store, driver=self.driver)
+        artifacts = artifacts_module.build(settings, store=self.store)
         # a persisted table's stream still holds the last run's records: start at its end (the
         # restore and the sweep at start converge whatever happened before), not its beginning
         position = {"starting_position": "LATEST"} if o.persist else {}
         stream = StreamPoller(table_name=settings.table_name, handler=deployer,
-                              config=StreamSourceConfig.from_template("deployer", **position),
+                              config=StreamSourceConfig.from_template("deployer", template, **position),
                               endpoint_url=dynamodb_url)
         stream.start()
         self._on_stop("stream poller", stream.stop)
@@ -377,13 +366,10 @@ class Platform:
             self._on_stop("bucket watcher", watcher.stop)
 
         # 5. API and gateway
-        from modelport.api.app import create_app
-        from modelport.local.gateway import Gateway, UvicornThread
-
         api = UvicornThread(create_app(settings, self.store), host=o.host, port=o.port, name="api").start()
         self._on_stop("API", api.stop)
         self.api_url = f"http://{'localhost' if o.host in ('127.0.0.1', '0.0.0.0') else o.host}:{o.port}"  # noqa: S104
-        if o.driver == "local":
+        if isinstance(self.driver, LocalProcessDriver):
             gateway = UvicornThread(Gateway(self.driver.upstreams, base_path=settings.ingress_base_path),
                                     host=o.host, port=o.gateway_port, name="gateway").start()
             self._on_stop("gateway", gateway.stop)
@@ -413,8 +399,6 @@ class Platform:
             self.say(f"restored {ok} of {len(results)} deployment(s) in {time.monotonic() - started:.1f} s")
 
     def _sweep_loop(self) -> None:
-        from modelport.deploy.reconcile import sweep
-
         while True:
             try:
                 report = sweep(self.store, self.driver, self.settings)
@@ -427,8 +411,6 @@ class Platform:
 
     def _report(self, event: Any) -> None:
         """A replica exited or recovered: say so in the deployment's status message."""
-        from modelport.domain.entities import DeploymentStatus
-
         deployment = self.store.find_deployment(event.deployment_id)
         if deployment is None or deployment.status != DeploymentStatus.READY:
             return
@@ -436,25 +418,22 @@ class Platform:
                                          generation=deployment.generation)
 
     def _user(self) -> None:
-        from modelport.cli.client import config_path, read_config_file, save_config
-
-        path = self.options.config_path or config_path()
-        existing = read_config_file(path)
-        key = existing.get("api_key")
-        if existing.get("endpoint", "").rstrip("/") == self.api_url and key and \
-                self.store.owner_for_api_key(key) == USER:
+        book = self.options.keys
+        key = book.known_key(self.api_url) if book is not None else None
+        if key and users.owner_of_key(self.store, key) == USER:
             self.api_key = key
-            self.say(f"user {USER}: its API key is in {path}")
+            self.say(f"user {USER}: its API key is in {book.where() if book else ''}")
             return
         if self.store.user_exists(USER):
-            key = self.store.add_api_key(USER)
+            key = users.add_api_key(self.store, USER)
             self.say(f"user {USER}: a new API key (shown once): [bold]{key}[/]")
         else:
-            _, key = self.store.create_user(USER)
+            _, key = users.create_user(self.store, USER)
             self.say(f"user {USER} created; its API key (shown once): [bold]{key}[/]")
         self.api_key = key
-        saved = save_config(self.api_url, key, path)
-        self.say(f"endpoint and key written to {saved}: `modelport` commands work in another terminal")
+        if book is not None:
+            saved = book.save(self.api_url, key)
+            self.say(f"endpoint and key written to {saved}: `modelport` commands work in another terminal")
 
     # ------------------------------------------------------------------ stop
     def stop(self) -> None:
@@ -475,8 +454,6 @@ class Platform:
 # --------------------------------------------------------------------------- the demo
 def run_demo(platform: Platform) -> None:
     """Train iris, upload it, deploy it, wait for READY, print a curl that predicts."""
-    import httpx
-
     root = find_root()
     work = platform.state_dir / "demo"
     work.mkdir(parents=True, exist_ok=True)
@@ -514,6 +491,17 @@ def run_demo(platform: Platform) -> None:
 
 
 # --------------------------------------------------------------------------- foreground run
+def library_environment(verbose: bool) -> None:
+    """The environment the libraries read for themselves (not modelport's settings): boto3's
+    default credential chain needs credentials, which every stand-in accepts, and Powertools takes
+    its service name, metric namespace and log level from the environment only."""
+    defaults = {**CREDENTIALS, "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
+                "POWERTOOLS_SERVICE_NAME": "modelport", "POWERTOOLS_METRICS_NAMESPACE": "modelport-local",
+                "POWERTOOLS_METRICS_DISABLED": "true", "POWERTOOLS_LOG_LEVEL": "INFO" if verbose else "WARNING"}
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)
+
+
 def console_handler() -> logging.Handler:
     return RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False,
                        log_time_format="%H:%M:%S")

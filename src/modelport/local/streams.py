@@ -18,6 +18,8 @@ from typing import Any
 import boto3
 from aws_lambda_powertools import Logger
 
+from modelport.local.template import TemplateConfig, load_template
+
 logger = Logger(service="modelport")
 
 Handler = Callable[[dict[str, Any], Any], Any]
@@ -92,11 +94,12 @@ class StreamSourceConfig:
     starting_position: str = "TRIM_HORIZON"
 
     @classmethod
-    def from_template(cls, function: str = "deployer", **overrides: Any) -> StreamSourceConfig:
-        """The settings template.yaml declares for the function's stream event source."""
-        from modelport.local.template import load_template
-
-        fn = load_template().function(function)
+    def from_template(
+        cls, function: str = "deployer", template: TemplateConfig | None = None, **overrides: Any
+    ) -> StreamSourceConfig:
+        """The settings template.yaml (``template``, else the source tree's) declares for the
+        function's stream event source."""
+        fn = (template or load_template()).function(function)
         source = fn.event_source
         if source is None or source.type != "DynamoDB":
             raise ValueError(f"{function} has no DynamoDB stream event source in template.yaml")

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
-import secrets
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -26,7 +24,6 @@ from pydantic import BaseModel
 from pynamodb.connection import Connection
 from pynamodb.exceptions import DeleteError, DoesNotExist, PutError, TransactWriteError, UpdateError
 from pynamodb.expressions.condition import Condition
-from pynamodb.transactions import TransactWrite
 
 from modelport.domain.entities import (
     Artifact,
@@ -54,14 +51,10 @@ from modelport.store.records import (
     VersionRecord,
     configure,
 )
+from modelport.store.transactions import Transaction
 
 E = TypeVar("E", bound=BaseModel)
 MAX_TRANSACT_ITEMS = 100
-CONCURRENT_WRITE_RETRIES = 8
-
-
-def hash_api_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def _to_entity(record: Record, entity: type[E], **overrides: Any) -> E:
@@ -73,10 +66,6 @@ def _to_entity(record: Record, entity: type[E], **overrides: Any) -> E:
 
 def _conditional_failed(exc: PutError | UpdateError | DeleteError) -> bool:
     return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
-
-
-def _cancel_codes(exc: TransactWriteError) -> list[str | None]:
-    return [reason.code if reason else None for reason in (exc.cancellation_reasons or [])]
 
 
 def _cursor_encode(key: dict[str, Any] | None) -> str | None:
@@ -136,8 +125,8 @@ class Store:
         configure(settings)
         self._connection = Connection(region=settings.aws_region, host=settings.dynamodb_endpoint)
 
-    def _transact(self) -> TransactWrite:
-        return TransactWrite(connection=self._connection)
+    def _transact(self) -> Transaction:
+        return Transaction(connection=self._connection)
 
     # ------------------------------------------------------------------ counters
     def next_id(self, kind: str) -> int:
@@ -146,13 +135,12 @@ class Store:
         return int(counter.value)
 
     # ------------------------------------------------------------------ users
-    def create_user(self, name: str) -> tuple[str, str]:
-        """A user and a fresh API key (returned once; only its hash is stored)."""
-        key = "mp_" + secrets.token_urlsafe(32)
+    def create_user(self, name: str, key_sha256: str) -> None:
+        """A user and its first API key (its sha256), or Conflict ``user_exists``."""
         now = utcnow()
         user = UserRecord(f"{schema.USER_PREFIX}{name}", "USER", owner=name, name=name, created_at=now, type="USER")
         api_key = ApiKeyRecord(
-            f"{schema.APIKEY_PREFIX}{hash_api_key(key)}", "APIKEY", owner=name, created_at=now, type="APIKEY"
+            f"{schema.APIKEY_PREFIX}{key_sha256}", "APIKEY", owner=name, created_at=now, type="APIKEY"
         )
         try:
             with self._transact() as tx:
@@ -160,14 +148,11 @@ class Store:
                 tx.save(api_key, condition=ApiKeyRecord.PK.does_not_exist())
         except TransactWriteError as exc:
             raise Conflict(f"user {name!r} already exists", code="user_exists") from exc
-        return name, key
 
-    def add_api_key(self, owner: str) -> str:
-        key = "mp_" + secrets.token_urlsafe(32)
+    def add_api_key(self, owner: str, key_sha256: str) -> None:
         ApiKeyRecord(
-            f"{schema.APIKEY_PREFIX}{hash_api_key(key)}", "APIKEY", owner=owner, created_at=utcnow(), type="APIKEY"
+            f"{schema.APIKEY_PREFIX}{key_sha256}", "APIKEY", owner=owner, created_at=utcnow(), type="APIKEY"
         ).save(condition=ApiKeyRecord.PK.does_not_exist())
-        return key
 
     def user_exists(self, name: str) -> bool:
         try:
@@ -176,9 +161,9 @@ class Store:
             return False
         return True
 
-    def owner_for_api_key(self, key: str) -> str | None:
+    def owner_for_key_hash(self, key_sha256: str) -> str | None:
         try:
-            return ApiKeyRecord.get(f"{schema.APIKEY_PREFIX}{hash_api_key(key)}", "APIKEY").owner
+            return ApiKeyRecord.get(f"{schema.APIKEY_PREFIX}{key_sha256}", "APIKEY").owner
         except DoesNotExist:
             return None
 
@@ -304,12 +289,11 @@ class Store:
         guard = GuardRecord(model.PK, f"LABEL#{label}", ref=version_id, type="GUARD")
         try:
             with self._transact() as tx:
-                tx.condition_check(ModelRecord, model.PK, model.SK, condition=ModelRecord.owner == owner)
+                tx.condition_check(ModelRecord, model.PK, model.SK, condition=ModelRecord.owner == owner, name="model")
                 tx.save(record, condition=VersionRecord.PK.does_not_exist())
                 tx.save(guard, condition=GuardRecord.PK.does_not_exist())
         except TransactWriteError as exc:
-            codes = _cancel_codes(exc)
-            if codes and codes[0] == "ConditionalCheckFailed":
+            if "model" in tx.failed(exc):
                 raise NotFound(f"model {model_id} not found", code="model_not_found") from exc
             raise Conflict(f"model {model_id} already has a version {label!r}", code="version_exists") from exc
         return self._version(record)
@@ -397,22 +381,25 @@ class Store:
             code="version_not_ready",
         )
 
-    def _ready_version(self, owner: str, version_id: int) -> Version:
+    def ready_version(self, owner: str, version_id: int) -> Version:
+        """The owner's version if it is READY with an artifact; Conflict ``version_not_ready`` else."""
         version = self.get_version(owner, version_id)
         if version.status != VersionStatus.READY or not version.s3_path:
             raise self._not_ready(version)
         return version
 
     @staticmethod
-    def _take_version(tx: TransactWrite, version_id: int) -> None:
+    def _take_version(tx: Transaction, version_id: int) -> None:
+        """One more deployment holds the version; the item is named ``version`` in ``tx``."""
         tx.update(
             VersionRecord(f"{schema.VERSION_PREFIX}{version_id}", "VERSION"),
             actions=[VersionRecord.deployments.add(1)],
             condition=(VersionRecord.status == VersionStatus.READY.value) & VersionRecord.s3_path.exists(),
+            name="version",
         )
 
     @staticmethod
-    def _release_version(tx: TransactWrite, version_id: int) -> None:
+    def _release_version(tx: Transaction, version_id: int) -> None:
         tx.update(
             VersionRecord(f"{schema.VERSION_PREFIX}{version_id}", "VERSION"),
             actions=[VersionRecord.deployments.add(-1)],
@@ -420,20 +407,21 @@ class Store:
         )
 
     def create_deployment(
-        self, owner: str, version_id: int, replicas: int, *, follow_latest: bool = False,
+        self, owner: str, version_id: int, replicas: int, *, url_for: Callable[[int], str],
+        follow_latest: bool = False,
     ) -> Deployment:
         """A PENDING deployment of a READY version. A model has at most one deployment that follows
         its latest version (auto-deploy): a guard item ``(MODEL#{id}, FOLLOWER)`` is written in the
         same transaction, so events delivered again or at once for two versions create one, and the
         second gets Conflict ``follower_exists`` (it moves that one instead)."""
-        version = self._ready_version(owner, version_id)
+        version = self.ready_version(owner, version_id)
         deployment_id = self.next_id("deployment")
         now = utcnow()
         record = DeploymentRecord(
             f"{schema.DEPLOYMENT_PREFIX}{deployment_id}", "DEPLOYMENT", type="DEPLOYMENT", id=deployment_id,
             owner=owner, namespace=namespace_for(owner), model_id=version.model_id, version_id=version_id,
             replicas=replicas, k8s_service_name=release_name(deployment_id, now),
-            url=self.settings.deployment_url(deployment_id), status=DeploymentStatus.PENDING.value,
+            url=url_for(deployment_id), status=DeploymentStatus.PENDING.value,
             generation=1, observed_generation=0, follow_latest=int(follow_latest), status_changed_at=now,
             created_at=now, updated_at=now, GSI1PK=f"OWNER#{owner}", GSI1SK=f"DEPLOYMENT#{deployment_id:012d}",
             GSI2PK=f"{schema.MODEL_PREFIX}{version.model_id}", GSI2SK=f"DEPLOYMENT#{deployment_id:012d}",
@@ -448,10 +436,10 @@ class Store:
                     condition=ModelRecord.PK.exists(),
                 )
                 if follow_latest:
-                    tx.save(_follower_guard(version.model_id, deployment_id), condition=GuardRecord.PK.does_not_exist())
+                    tx.save(_follower_guard(version.model_id, deployment_id), condition=GuardRecord.PK.does_not_exist(),
+                            name="follower")
         except TransactWriteError as exc:
-            # pynamodb sends condition checks, deletes, puts, then updates: the guard is put number 2
-            if follow_latest and _cancel_codes(exc)[1:2] == ["ConditionalCheckFailed"]:
+            if "follower" in tx.failed(exc):
                 raise Conflict(
                     f"model {version.model_id} already has a deployment that follows its latest version",
                     code="follower_exists",
@@ -483,58 +471,36 @@ class Store:
         )
         return [self._deployment(r) for r in records]
 
-    def update_deployment(
-        self, owner: str, deployment_id: int, *, replicas: int | None = None, version_id: int | None = None,
-    ) -> Deployment:
-        """Record a new desired state. Concurrent calls each land (retried on a lost race)."""
-        for _ in range(CONCURRENT_WRITE_RETRIES):
-            record = self._deployment_record(owner, deployment_id)
-            current = self._deployment(record)
-            if current.status == DeploymentStatus.DELETING:
-                raise Conflict(f"deployment {deployment_id} is being deleted", code="deployment_deleting")
-            if current.status == DeploymentStatus.FAILED:
-                raise Conflict(
-                    f"deployment {deployment_id} failed ({current.status_message}); delete it and deploy again",
-                    code="deployment_failed",
-                )
-            change_version = version_id is not None and version_id != current.version_id
-            change_replicas = replicas is not None and replicas != current.replicas
-            if not (change_version or change_replicas):
-                return current
-            now = utcnow()
-            actions: list[Any] = [DeploymentRecord.updated_at.set(now)]
-            condition: Condition = (
-                (DeploymentRecord.owner == owner)
-                & (DeploymentRecord.status != DeploymentStatus.DELETING.value)
-                & (DeploymentRecord.released != 1)
-            )
-            if change_replicas:
-                actions.append(DeploymentRecord.replicas.set(int(replicas or 0)))
-            actions.append(DeploymentRecord.generation.add(1))
-            if change_version:
-                assert version_id is not None
-                new_version = self._ready_version(owner, version_id)
-                if new_version.model_id != current.model_id:
-                    raise BadRequest(
-                        f"version {version_id} belongs to another model; a deployment serves one model",
-                        code="version_of_other_model",
-                    )
-                actions.append(DeploymentRecord.version_id.set(version_id))
-                condition = condition & (DeploymentRecord.version_id == current.version_id)
-            try:
-                with self._transact() as tx:
-                    tx.update(record, actions=actions, condition=condition)
-                    if change_version:
-                        assert version_id is not None
-                        self._take_version(tx, version_id)
-                        self._release_version(tx, current.version_id)
-            except TransactWriteError as exc:
-                codes = _cancel_codes(exc)
-                if len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
-                    raise self._not_ready(self.get_version(owner, version_id or 0)) from exc
-                continue  # lost a race with another write: read again and re-apply
-            return self.get_deployment(owner, deployment_id)
-        raise Conflict(f"deployment {deployment_id} is changing too fast; try again", code="concurrent_update")
+    def change_deployment(
+        self, current: Deployment, *, replicas: int | None = None, version_id: int | None = None,
+    ) -> Deployment | None:
+        """Write a new desired state over ``current`` (as read): a new generation, and with a new
+        version the version counts moved in the same transaction. None when the record changed
+        since it was read (read again and re-apply); Conflict ``version_not_ready`` when the new
+        version stopped being deployable meanwhile."""
+        record = self._deployment_record(current.owner, current.id)
+        actions: list[Any] = [DeploymentRecord.updated_at.set(utcnow()), DeploymentRecord.generation.add(1)]
+        condition: Condition = (
+            (DeploymentRecord.owner == current.owner)
+            & (DeploymentRecord.generation == current.generation)
+            & (DeploymentRecord.status != DeploymentStatus.DELETING.value)
+            & (DeploymentRecord.released != 1)
+        )
+        if replicas is not None:
+            actions.append(DeploymentRecord.replicas.set(replicas))
+        if version_id is not None:
+            actions.append(DeploymentRecord.version_id.set(version_id))
+        try:
+            with self._transact() as tx:
+                tx.update(record, actions=actions, condition=condition)
+                if version_id is not None:
+                    self._take_version(tx, version_id)
+                    self._release_version(tx, current.version_id)
+        except TransactWriteError as exc:
+            if "version" in tx.failed(exc):
+                raise self._not_ready(self.get_version(current.owner, version_id or 0)) from exc
+            return None
+        return self.get_deployment(current.owner, current.id)
 
     def set_predict_token(self, owner: str, deployment_id: int, token_sha256: str | None) -> Deployment:
         """Protect the prediction URL with a token (its sha256), or open it again (None). A change of
@@ -664,7 +630,7 @@ class Store:
             raise
         return True
 
-    def _give_back_counts(self, tx: TransactWrite, record: DeploymentRecord) -> None:
+    def _give_back_counts(self, tx: Transaction, record: DeploymentRecord) -> None:
         """The version's and model's counts, and the model's follower slot if this one held it."""
         if record.follow_latest:
             tx.delete(_follower_guard(int(record.model_id), int(record.id)))

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import secrets
-
 from fastapi import APIRouter
 
 from modelport.api.deps import (
@@ -14,10 +11,10 @@ from modelport.api.deps import (
     PagingDep,
     SettingsDep,
     StoreDep,
-    check_replicas,
 )
 from modelport.api.schemas import DeploymentCreate, DeploymentOut, DeploymentUpdate, PageOut, TokenOut
 from modelport.domain.entities import Deployment
+from modelport.services import deployments
 
 router = APIRouter(tags=["deployments"])
 
@@ -31,10 +28,11 @@ def create_deployment(
     version_id: int, owner: Owner, store: StoreDep, settings: SettingsDep, idempotency: IdempotencyDep,
     idempotency_key: IdempotencyKey = None, body: DeploymentCreate | None = None,
 ) -> DeploymentOut:
-    replicas = check_replicas((body or DeploymentCreate()).replicas, settings)
+    replicas = deployments.check_replicas((body or DeploymentCreate()).replicas, settings)
     return idempotency.create(
         owner, "create_deployment", idempotency_key, {"version_id": version_id, "replicas": replicas},
-        lambda: deployment_out(store.create_deployment(owner, version_id, replicas)), DeploymentOut,
+        lambda: deployment_out(deployments.create_deployment(store, settings, owner, version_id, replicas)),
+        DeploymentOut,
     )
 
 
@@ -53,24 +51,21 @@ def get_deployment(deployment_id: int, owner: Owner, store: StoreDep) -> Deploym
 def update_deployment(
     deployment_id: int, body: DeploymentUpdate, owner: Owner, store: StoreDep, settings: SettingsDep
 ) -> DeploymentOut:
-    if body.replicas is not None:
-        check_replicas(body.replicas, settings)
-    return deployment_out(
-        store.update_deployment(owner, deployment_id, replicas=body.replicas, version_id=body.version_id)
-    )
+    return deployment_out(deployments.update_deployment(
+        store, settings, owner, deployment_id, replicas=body.replicas, version_id=body.version_id
+    ))
 
 
 @router.delete("/deployments/{deployment_id}", status_code=202, response_model=DeploymentOut)
 def delete_deployment(deployment_id: int, owner: Owner, store: StoreDep) -> DeploymentOut:
-    return deployment_out(store.request_delete(owner, deployment_id))
+    return deployment_out(deployments.delete_deployment(store, owner, deployment_id))
 
 
 @router.post("/deployments/{deployment_id}/token", status_code=201, response_model=TokenOut)
 def issue_token(deployment_id: int, owner: Owner, store: StoreDep) -> TokenOut:
     """Protect the prediction URL: a new token (shown once) replaces any earlier one. The deployer
     rolls it out; until then the URL answers as before."""
-    token = "mpt_" + secrets.token_urlsafe(32)
-    store.set_predict_token(owner, deployment_id, hashlib.sha256(token.encode()).hexdigest())
+    token = deployments.issue_token(store, owner, deployment_id)
     return TokenOut(deployment_id=deployment_id, protected=True, token=token)
 
 
@@ -83,5 +78,5 @@ def token_status(deployment_id: int, owner: Owner, store: StoreDep) -> TokenOut:
 @router.delete("/deployments/{deployment_id}/token", response_model=TokenOut)
 def remove_token(deployment_id: int, owner: Owner, store: StoreDep) -> TokenOut:
     """Open the prediction URL to anyone again."""
-    store.set_predict_token(owner, deployment_id, None)
+    deployments.remove_token(store, owner, deployment_id)
     return TokenOut(deployment_id=deployment_id, protected=False)

@@ -12,11 +12,11 @@ from modelport.api.deps import (
     PagingDep,
     SettingsDep,
     StoreDep,
-    check_replicas,
 )
 from modelport.api.schemas import ModelCreate, ModelOut, ModelUpdate, PageOut, VersionCreate, VersionOut
 from modelport.domain.entities import Model, Version
-from modelport.domain.paths import artifact_prefix
+from modelport.services import models
+from modelport.services.deployments import check_replicas
 
 router = APIRouter(tags=["models"])
 
@@ -60,8 +60,7 @@ def update_model(model_id: int, body: ModelUpdate, owner: Owner, store: StoreDep
 
 @router.delete("/models/{model_id}", status_code=204)
 def delete_model(model_id: int, owner: Owner, store: StoreDep, objects: ObjectsDep) -> Response:
-    for version in store.delete_model(owner, model_id):
-        objects.delete_prefix(artifact_prefix(model_id, version.id))
+    models.delete_model(store, objects, owner, model_id)
     return Response(status_code=204)
 
 

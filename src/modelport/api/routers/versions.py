@@ -9,9 +9,9 @@ from fastapi import APIRouter, File, Request, UploadFile
 from modelport.api.deps import ObjectsDep, Owner, SettingsDep, StoreDep
 from modelport.api.routers.models import version_out
 from modelport.api.schemas import UploadUrlOut, UploadUrlRequest, VersionOut
-from modelport.artifacts.register import upload_version
 from modelport.artifacts.uploads import upload_targets
 from modelport.domain.errors import TooLarge
+from modelport.services.versions import upload_version
 
 router = APIRouter(tags=["versions"])
 
@@ -25,12 +25,13 @@ def get_version(version_id: int, owner: Owner, store: StoreDep) -> VersionOut:
 
 @router.post("/versions/{version_id}/upload", response_model=VersionOut)
 def upload(
-    version_id: int, owner: Owner, store: StoreDep, objects: ObjectsDep,
+    version_id: int, owner: Owner, store: StoreDep, objects: ObjectsDep, settings: SettingsDep,
     model_file: Annotated[UploadFile, File(description="the model, e.g. model.joblib")],
     requirements_file: Annotated[UploadFile | None, File(description="requirements.txt (optional)")] = None,
 ) -> VersionOut:
     version = upload_version(
-        store, objects, owner, version_id, model_file.file, requirements_file.file if requirements_file else None
+        store, objects, settings, owner, version_id, model_file.file,
+        requirements_file.file if requirements_file else None,
     )
     return version_out(version)
 

@@ -1,8 +1,9 @@
 """What an S3 ObjectCreated notification does: check the artifact, mark the version READY or
 REJECTED, and auto-deploy where the user asked for it.
 
-The logic of ``functions/artifacts`` (and of the local platform's S3-event poller): the handler
-parses the SQS batch and calls :meth:`ArtifactEvents.handle` for each object record.
+The use case of ``functions/artifacts`` (and of the local platform's S3-event poller): the handler
+parses the SQS batch and calls :meth:`ArtifactEvents.handle` for each object record. S3 is reached
+through ``artifacts.storage.ObjectStore``; the auto-deploy decision is ``services.auto_deploy``.
 
 Rules:
 - keys are URL-decoded as AWS documents for S3 event keys (``unquote_plus``);
@@ -23,26 +24,24 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import Any
 from urllib.parse import unquote_plus
 
 from aws_lambda_powertools import Logger
-from botocore.exceptions import ClientError
 
 from modelport.artifacts.checks import inspect_model, inspect_requirements
-from modelport.artifacts.register import register_version
-from modelport.artifacts.storage import CHUNK, ObjectStore
-from modelport.domain.entities import Artifact, DeploymentStatus, Version, VersionStatus
+from modelport.artifacts.storage import ObjectStore
+from modelport.artifacts.uploads import AUTO_DEPLOY_META, REQUIREMENTS_META
+from modelport.domain.entities import Artifact, Version, VersionStatus
 from modelport.domain.errors import Conflict, ModelportError
 from modelport.domain.paths import MODEL_FILE, REQUIREMENTS_FILE, artifact_key, parse_artifact_key
+from modelport.services.auto_deploy import auto_deploy
+from modelport.services.versions import register_version
+from modelport.settings import Settings
 from modelport.store.repository import Store
 
 logger = Logger(service="modelport", child=True)
 
-AUTO_DEPLOY_META = "auto-deploy"  # x-amz-meta-auto-deploy
-REQUIREMENTS_META = "requirements"  # x-amz-meta-requirements: a requirements.txt comes with this model
-_MISSING = {"404", "NoSuchKey", "NotFound"}
-_SUPERSEDED = {"412", "PreconditionFailed"}
 
 
 @dataclass(frozen=True)
@@ -96,42 +95,11 @@ def object_records(notification: dict[str, Any]) -> list[ObjectCreated]:
     return found
 
 
-def _missing(exc: ClientError) -> bool:
-    return str(exc.response.get("Error", {}).get("Code")) in _MISSING
-
-
 class ArtifactEvents:
-    def __init__(self, store: Store, objects: ObjectStore) -> None:
+    def __init__(self, store: Store, objects: ObjectStore, settings: Settings) -> None:
         self.store = store
         self.objects = objects
-        self.settings = store.settings
-
-    # ------------------------------------------------------------------ S3
-    def _head(self, key: str) -> dict[str, Any] | None:
-        try:
-            head: dict[str, Any] = self.objects.client.head_object(Bucket=self.objects.bucket, Key=key)
-        except ClientError as exc:
-            if _missing(exc):
-                return None
-            raise
-        return head
-
-    def _download(self, key: str, etag: str | None, into: IO[bytes]) -> bool:
-        """The object's bytes as they were when headed; False when it changed or went meanwhile."""
-        kwargs: dict[str, Any] = {"Bucket": self.objects.bucket, "Key": key}
-        if etag:
-            kwargs["IfMatch"] = f'"{etag}"'
-        try:
-            body = self.objects.client.get_object(**kwargs)["Body"]
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code"))
-            if code in _MISSING or code in _SUPERSEDED:
-                return False
-            raise
-        while chunk := body.read(CHUNK):
-            into.write(chunk)
-        into.seek(0)
-        return True
+        self.settings = settings
 
     # ------------------------------------------------------------------ one record
     def handle(self, event: ObjectCreated) -> Outcome:
@@ -147,13 +115,13 @@ class ArtifactEvents:
 
         model_key = artifact_key(model_id, version_id, MODEL_FILE)
         req_key = artifact_key(model_id, version_id, REQUIREMENTS_FILE)
-        model_head = self._head(model_key)
+        model_head = self.objects.head(model_key)
         if model_head is None:
             if filename == REQUIREMENTS_FILE:
                 return self._outcome("waiting", "requirements.txt stored; the model's own event will register both",
                                      version)
             return self._skip(f"{event.key} is gone", event)
-        req_head = self._head(req_key)
+        req_head = self.objects.head(req_key)
         meta = {k.lower(): v for k, v in (model_head.get("Metadata") or {}).items()}
         if req_head is None and meta.get(REQUIREMENTS_META) == "true":
             return self._outcome("waiting", "waiting for requirements.txt (its event will register both)", version)
@@ -169,7 +137,9 @@ class ArtifactEvents:
         if outcome.action in ("ready", "unchanged") and outcome.version_id is not None:
             current = self.store.find_version(version.id)
             if current is not None and current.status == VersionStatus.READY:
-                self._auto_deploy(current, auto, outcome)
+                created, moved = auto_deploy(self.store, self.settings, current, asked_by_upload=auto)
+                outcome.deployments_created += created
+                outcome.deployments_moved += moved
         logger.info("artifact event handled", extra={"key": event.key, "outcome": outcome.action,
                                                       "reason": outcome.reason, "version_id": version.id})
         return outcome
@@ -191,7 +161,7 @@ class ArtifactEvents:
             return self._reject(version, f"the model file is {size} bytes; the limit is {settings.max_upload_bytes}")
         model_etag = str(model_head.get("ETag", "")).strip('"') or None
         with tempfile.TemporaryFile() as model_file, tempfile.TemporaryFile() as req_file:
-            if not self._download(model_key, model_etag, model_file):
+            if not self.objects.download(model_key, model_etag, model_file):
                 return self._outcome("skipped", "the model object changed or went meanwhile; its own event follows",
                                      version)
             requirements: Artifact | None = None
@@ -200,7 +170,7 @@ class ArtifactEvents:
                 model = Artifact(key=model_key, size=found.size, sha256=found.sha256, etag=model_etag)
                 if req_head is not None:
                     req_etag = str(req_head.get("ETag", "")).strip('"') or None
-                    if not self._download(req_key, req_etag, req_file):
+                    if not self.objects.download(req_key, req_etag, req_file):
                         return self._outcome("skipped", "requirements.txt changed or went meanwhile", version)
                     req_found = inspect_requirements(req_file, settings)
                     requirements = Artifact(key=req_key, size=req_found.size, sha256=req_found.sha256, etag=req_etag)
@@ -220,40 +190,6 @@ class ArtifactEvents:
             return self._outcome("skipped", f"{reason}; not rejected: {exc.message}", version)
         logger.warning("artifact rejected", extra={"version_id": version.id, "reason": reason})
         return self._outcome("rejected", reason, version)
-
-    # ------------------------------------------------------------------ auto-deploy
-    def _auto_deploy(self, version: Version, asked_by_upload: bool, outcome: Outcome) -> None:
-        try:
-            model = self.store.get_model(version.owner, version.model_id)
-        except ModelportError:
-            return
-        if not (model.auto_deploy.enabled or asked_by_upload):
-            return
-        try:
-            for attempt in range(2):
-                following = [
-                    d for d in self.store.model_deployments(model.id)
-                    if d.follow_latest and d.status not in (DeploymentStatus.DELETING, DeploymentStatus.FAILED)
-                ]
-                if following:
-                    for deployment in following:
-                        if deployment.version_id < version.id:  # only forward: a late event never rolls back
-                            self.store.update_deployment(version.owner, deployment.id, version_id=version.id)
-                            outcome.deployments_moved.append(deployment.id)
-                    return
-                try:
-                    created = self.store.create_deployment(
-                        version.owner, version.id, model.auto_deploy.replicas, follow_latest=True
-                    )
-                except Conflict as exc:
-                    if exc.code == "follower_exists" and attempt == 0:
-                        continue  # created meanwhile (this event again, or another version's): move it
-                    raise
-                outcome.deployments_created.append(created.id)
-                return
-        except ModelportError as exc:  # the version or the follower changed meanwhile: nothing to do
-            logger.info("auto-deploy skipped", extra={"version_id": version.id, "code": exc.code,
-                                                      "reason": exc.message})
 
     # ------------------------------------------------------------------ outcomes
     @staticmethod

@@ -1,5 +1,12 @@
-"""Marking a version READY with its artifacts: the one code path of the API upload and the
-S3-event upload."""
+"""Versions and their artifacts: the upload through the API, and marking a version READY (the one
+code path of the API upload and the S3-event upload).
+
+Rules:
+- a version a deployment uses is never changed (409 ``version_in_use`` before a byte is stored);
+- both files are checked before anything is stored; requirements.txt is stored first, so the
+  model's S3 event finds the pair complete;
+- registering the same artifacts again changes nothing.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ from modelport.artifacts.storage import ObjectStore
 from modelport.domain.entities import Artifact, Version
 from modelport.domain.errors import Conflict
 from modelport.domain.paths import MODEL_FILE, REQUIREMENTS_FILE, artifact_key
+from modelport.settings import Settings
 from modelport.store.repository import Store
 
 
@@ -51,12 +59,11 @@ def _holds(version: Version, objects: ObjectStore, model: Artifact, requirements
 
 
 def upload_version(
-    store: Store, objects: ObjectStore, owner: str, version_id: int,
+    store: Store, objects: ObjectStore, settings: Settings, owner: str, version_id: int,
     model_file: IO[bytes], requirements_file: IO[bytes] | None,
 ) -> Version:
     """The API upload: check both files, store them under the version's prefix, mark READY."""
     version = store.ensure_version_unused(owner, version_id)  # 404 / 409 before any byte is stored
-    settings = store.settings
     model_found = inspect_model(model_file, settings)
     req_found = inspect_requirements(requirements_file, settings) if requirements_file is not None else None
 
