@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from modelport.deploy.driver import ClusterError, DeploySpec, ReleasePhase
-from modelport.deploy.local import LocalProcessDriver, ReplicaEvent
+from modelport.local.driver import LocalProcessDriver, ReplicaEvent
 from modelport.local.gateway import Gateway, UvicornThread
 from modelport.local.processes import ServerProcess, free_port
 from modelport.settings import Settings

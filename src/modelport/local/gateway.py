@@ -5,7 +5,7 @@ gateway does the same for the local driver's processes. The full path is kept (t
 serve under ``ROOT_PATH = {base_path}/{id}``, as the pods do behind the Ingress).
 
 - round robin over the ready replicas that ``resolve(id)`` returns (the driver's
-  :meth:`~modelport.deploy.local.LocalProcessDriver.upstreams`);
+  :meth:`~modelport.local.driver.LocalProcessDriver.upstreams`);
 - request and response bodies are streamed; a request whose body was complete in its first
   message (every ordinary JSON prediction) is retried on the next replica if the connection to a
   replica fails, so a replica that has just died or is being replaced is not seen by the client;

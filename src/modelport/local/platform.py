@@ -13,7 +13,7 @@ What it starts, in order (and stops in reverse, children included, on Ctrl-C or 
    - ``--dynamodb-endpoint`` / ``--s3-endpoint``: use those (DynamoDB Local, MinIO, AWS) instead.
 2. the table (``ensure_table``: stream, indexes, TTL), the bucket, the uploads queue with its
    dead-letter queue, and the bucket's ObjectCreated notification to it;
-3. the cluster driver: ``local`` (model servers as processes, ``modelport.deploy.local``) or
+3. the cluster driver: ``local`` (model servers as processes, ``modelport.local.driver``) or
    ``helm`` (``--kubeconfig``); with ``--persist`` the local driver first restores the
    deployments its state file recorded (those whose record still exists), then the reconcile
    sweep runs once (and every 5 minutes, as the scheduled function does in AWS);
@@ -59,10 +59,10 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from modelport.api.app import create_app
-from modelport.deploy.local import LocalProcessDriver
 from modelport.deploy.reconcile import sweep
 from modelport.deploy.runtime import build_driver
 from modelport.domain.entities import DeploymentStatus
+from modelport.local.driver import LocalProcessDriver
 from modelport.local.gateway import Gateway, UvicornThread
 from modelport.local.processes import (
     ServerProcess,
