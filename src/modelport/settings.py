@@ -2,8 +2,8 @@
 
 The seed's names (MINIO_*, INGRESS_*) keep working; everything else is upper-case of the field
 name (``TABLE_NAME``, ``HELM_TIMEOUT_SECONDS`` ...). Every part of modelport (API, deployer,
-artifacts, model server, local platform) reads its settings from here, so template.yaml and the
-local platform set the same names.
+artifacts, local platform) reads its settings from here, so template.yaml and the local platform
+set the same names. The model server's own settings are ``modelport.domain.model_server.ServerConfig``.
 """
 
 from __future__ import annotations
@@ -68,24 +68,6 @@ class Settings(BaseSettings):
     deployer_concurrency: int = 4
     cluster_retries: int = 3
     cluster_retry_backoff_seconds: float = 2.0
-
-    # --- model server (one per pod / local deployment); `modelport serve` sets these ---
-    model_uri: str | None = Field(default=None, description="s3://bucket/key, bucket/key or a local path")
-    model_sha256: str | None = None
-    requirements_uri: str | None = None
-    requirements_sha256: str | None = None
-    model_name: str = "model"
-    server_host: str = Field(default="0.0.0.0", description="the interface the model server listens on")  # noqa: S104
-    port: int = 8080
-    root_path: str = ""
-    model_cache_dir: str = "/tmp/modelport"
-    max_request_bytes: int = 16 * 1024 * 1024
-    predict_token_sha256: str | None = Field(
-        default=None, description="if set, predictions need 'Authorization: Bearer <token>' with this sha256"
-    )
-    microbatch_enabled: bool = True
-    microbatch_max_batch: int = 64
-    microbatch_max_wait_ms: float = 2.0
 
     # --- logging ---
     log_level: str = "INFO"

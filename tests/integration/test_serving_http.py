@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +24,8 @@ from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
+from modelport.domain.model_server import READY_PATH, ServerConfig, server_argv
 from modelport.local.processes import ServerProcess, free_port, start
-from modelport.serving import READY_PATH, server_argv, server_env
 
 pytestmark = pytest.mark.integration
 
@@ -40,10 +41,11 @@ def launch(
     ready: bool = True,
 ) -> ServerProcess:
     port = free_port()
-    env = server_env(model_uri, port=port, name=name, root_path=root_path, cache_dir=str(tmp / "cache"), extra=extra)
+    env = ServerConfig(model_uri=model_uri, port=port, model_name=name, root_path=root_path,
+                       model_cache_dir=str(tmp / "cache"), max_request_bytes=1024 * 1024).to_env()
+    env.update(extra or {})
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
-    env.setdefault("MAX_REQUEST_BYTES", str(1024 * 1024))
-    proc = start(f"model-server-{port}", server_argv(), port, log_dir=tmp, cwd=REPO, env=env)
+    proc = start(f"model-server-{port}", server_argv(sys.executable), port, log_dir=tmp, cwd=REPO, env=env)
     proc.wait_ready(60)
     if ready:
         wait_until_ready(proc)

@@ -40,6 +40,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -58,8 +59,8 @@ from modelport.deploy.driver import (
     ReleasePhase,
     ReleaseStatus,
 )
+from modelport.domain.model_server import READY_PATH, ServerConfig, server_argv
 from modelport.local.processes import free_port
-from modelport.serving import READY_PATH, server_argv, server_env
 from modelport.settings import Settings
 
 logger = logging.getLogger("modelport.local.driver")
@@ -248,7 +249,7 @@ class LocalProcessDriver:
         self.log_dir = self.state_dir / "logs"
         self.cache_dir = self.state_dir / "cache"
         self.on_event = on_event
-        self.argv = python_argv or server_argv()
+        self.argv = python_argv or server_argv(sys.executable)
         self.extra_env = dict(extra_env or {})
         self._releases: dict[tuple[str, str], LocalRelease] = {}
         self._lock = threading.RLock()
@@ -261,7 +262,7 @@ class LocalProcessDriver:
         self._supervisor: threading.Thread | None = None
         self._closed = False
         # one pre-warmed model server (numpy and scikit-learn imported) waits for the next replica
-        self.prewarm = prewarm and self.argv == server_argv()
+        self.prewarm = prewarm and self.argv == server_argv(sys.executable)
         self._standby: subprocess.Popen[bytes] | None = None
         self._standby_lock = threading.Lock()
 
@@ -419,22 +420,16 @@ class LocalProcessDriver:
     def _env(self, spec: DeploySpec, port: int) -> dict[str, str]:
         s = self.settings
         requirements_uri = f"s3://{spec.model_bucket}/{spec.requirements_key}" if spec.requirements_key else None
-        env = server_env(
-            f"s3://{spec.model_bucket}/{spec.model_key}", port=port, name=spec.model_name, root_path=spec.path,
-            sha256=spec.model_sha256, requirements_uri=requirements_uri,
-            requirements_sha256=spec.requirements_sha256, cache_dir=str(self.cache_dir),
-        )
-        # the object store as this machine reaches it: the control plane's own settings
-        for name, value in (("MINIO_ENDPOINT", s.minio_endpoint), ("MINIO_ACCESS_KEY", s.minio_access_key),
-                            ("MINIO_SECRET_KEY", s.minio_secret_key)):
-            if value:
-                env[name] = value
-        env["MINIO_USE_SSL"] = "true" if s.minio_use_ssl else "false"
-        env["AWS_REGION"] = s.aws_region
-        env["LOG_LEVEL"] = s.log_level
-        env["SERVER_HOST"] = "127.0.0.1"  # only the gateway reaches a local replica, never the network
-        if spec.predict_token_sha256:
-            env["PREDICT_TOKEN_SHA256"] = spec.predict_token_sha256
+        env = ServerConfig.model_validate({
+            "model_uri": f"s3://{spec.model_bucket}/{spec.model_key}", "port": port, "model_name": spec.model_name,
+            "root_path": spec.path, "model_sha256": spec.model_sha256, "requirements_uri": requirements_uri,
+            "requirements_sha256": spec.requirements_sha256, "model_cache_dir": str(self.cache_dir),
+            "predict_token_sha256": spec.predict_token_sha256, "log_level": s.log_level,
+            "host": "127.0.0.1",  # only the gateway reaches a local replica, never the network
+            # the object store as this machine reaches it: the control plane's own settings
+            "s3_endpoint": s.minio_endpoint or None, "s3_access_key": s.minio_access_key or None,
+            "s3_secret_key": s.minio_secret_key or None, "s3_use_ssl": s.minio_use_ssl, "s3_region": s.aws_region,
+        }).to_env()
         env.update(self.extra_env)
         return env
 

@@ -33,9 +33,9 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from modelport.domain.model_server import ServerConfig
 from modelport.serving import metrics
 from modelport.serving.batcher import Batcher
-from modelport.serving.config import ServeConfig
 from modelport.serving.errors import InputError, ModelLoadError
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ class Disconnected(Exception):
     pass
 
 
-def load(config: ServeConfig) -> Runner:
+def load(config: ServerConfig) -> Runner:
     """Fetch the model (and requirements), prepare the environment, unpickle: the whole load."""
     from pathlib import Path
 
@@ -75,11 +75,11 @@ def load(config: ServeConfig) -> Runner:
     from modelport.serving.fetch import fetch
 
     cache = Path(config.model_cache_dir)
-    model_path = fetch(config.model_uri, what="model", cache_dir=cache, sha256=config.model_sha256)
+    model_path = fetch(config.model_uri, what="model", cache_dir=cache, config=config, sha256=config.model_sha256)
     environment = Environment()
     if config.requirements_uri:
         requirements_path = fetch(config.requirements_uri, what="requirements.txt", cache_dir=cache,
-                                  sha256=config.requirements_sha256)
+                                  config=config, sha256=config.requirements_sha256)
         environment = prepare(requirements_path, cache)
     from modelport.serving.runtime import load_model  # numpy and the model's packages from here on
 
@@ -89,7 +89,7 @@ def load(config: ServeConfig) -> Runner:
 class App:
     """ASGI application serving one model."""
 
-    def __init__(self, config: ServeConfig, *, autoload: bool = True) -> None:
+    def __init__(self, config: ServerConfig, *, autoload: bool = True) -> None:
         self.config = config
         self.autoload = autoload
         self.runner: Runner | None = None

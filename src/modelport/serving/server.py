@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from typing import Any
 
 import orjson
 
+from modelport.domain.model_server import ServerConfig
 from modelport.serving.app import App
-from modelport.serving.config import ServeConfig
 
 
 class JsonFormatter(logging.Formatter):
@@ -38,7 +39,7 @@ def configure_logging(level: str) -> None:
     logging.getLogger("botocore").setLevel(logging.WARNING)
 
 
-def run(config: ServeConfig) -> int:
+def run(config: ServerConfig) -> int:
     """Serve until stopped; 0 on a clean stop, 1 when the model could not be loaded."""
     import uvicorn
 
@@ -68,7 +69,7 @@ def run(config: ServeConfig) -> int:
 
 def main() -> int:
     try:
-        config = ServeConfig.from_settings()
+        config = ServerConfig.from_env(os.environ)
     except ValueError as exc:
         print(f"modelport model server: bad configuration: {exc}", file=sys.stderr)
         return 2

@@ -48,9 +48,7 @@ def main() -> int:
     os.environ.update({str(k): str(v) for k, v in order["env"].items()})
     os.environ[PREWARMED_ENV] = "1"
     from modelport.serving.server import main as serve
-    from modelport.settings import reset_settings
 
-    reset_settings()
     return serve()
 
 
