@@ -24,7 +24,7 @@ from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
-from modelport.domain.model_server import READY_PATH, ServerConfig, server_argv
+from modelport.domain.model_server import READY_PATH, ServerConfig, parse_failure, server_argv
 from modelport.local.processes import ServerProcess, free_port, start
 
 pytestmark = pytest.mark.integration
@@ -313,6 +313,8 @@ def test_unloadable_model_exits_with_a_clear_message(tmp_path: Path) -> None:
     assert code == 1
     assert "cannot serve model 'model': Cannot load the model file model.joblib: it is not a readable joblib" in log
     assert "Traceback" not in log
+    reasons = [r for r in map(parse_failure, log.splitlines()) if r is not None]  # the structured line
+    assert len(reasons) == 1 and reasons[0].startswith("Cannot load the model file model.joblib: it is not a readable")
 
 
 def test_sha256_mismatch_is_refused(models: dict[str, Any], tmp_path: Path) -> None:

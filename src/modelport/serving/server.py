@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from modelport.domain.model_server import ServerConfig
+from modelport.domain.model_server import ServerConfig, failure_line
 from modelport.serving.app import App
 
 
@@ -40,7 +40,8 @@ def configure_logging(level: str) -> None:
 
 
 def run(config: ServerConfig) -> int:
-    """Serve until stopped; 0 on a clean stop, 1 when the model could not be loaded."""
+    """Serve until stopped; 0 on a clean stop, 1 (after a ``failure_line`` on stderr) when the model
+    could not be loaded."""
     import uvicorn
 
     configure_logging(config.log_level)
@@ -61,8 +62,10 @@ def run(config: ServerConfig) -> int:
     )
     server.run()
     if app.failure is not None:
+        # the human line, then the contract's structured line the starter reads back (parse_failure)
         print(f"modelport model server: cannot serve model '{config.model_name}': {app.failure}",
-              file=sys.stderr, flush=True)
+              file=sys.stderr)
+        print(failure_line(app.failure), file=sys.stderr, flush=True)
         return 1
     return 0
 
