@@ -46,7 +46,11 @@ def launch(
     env.update(extra or {})
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
     proc = start(f"model-server-{port}", server_argv(sys.executable), port, log_dir=tmp, cwd=REPO, env=env)
-    proc.wait_ready(60)
+    try:
+        proc.wait_ready(60)
+    except RuntimeError:  # a server that fails at once may exit before its port was ever open
+        if ready or proc.process.poll() is None:
+            raise
     if ready:
         wait_until_ready(proc)
     return proc

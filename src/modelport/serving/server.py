@@ -6,9 +6,11 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
+import uvicorn
 
 from modelport.domain.model_server import ServerConfig, failure_line
 from modelport.serving.app import App
@@ -39,13 +41,11 @@ def configure_logging(level: str) -> None:
     logging.getLogger("botocore").setLevel(logging.WARNING)
 
 
-def run(config: ServerConfig) -> int:
+def run(config: ServerConfig, restart: Callable[[], object] | None = None) -> int:
     """Serve until stopped; 0 on a clean stop, 1 (after a ``failure_line`` on stderr) when the model
     could not be loaded."""
-    import uvicorn
-
     configure_logging(config.log_level)
-    app = App(config)
+    app = App(config, restart=restart)
     server = uvicorn.Server(uvicorn.Config(
         app, host=config.host, port=config.port, loop="uvloop", http="httptools", lifespan="on",
         access_log=False, log_config=None, log_level=config.log_level.lower(), server_header=False,
