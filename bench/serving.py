@@ -45,6 +45,8 @@ from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
+from modelport.domain.model_server import ServerConfig, server_argv
+
 REPO = Path(__file__).resolve().parent.parent
 VENVS = REPO / ".tools" / "bench-venvs"
 WORK = REPO / ".tools" / "bench-work"
@@ -189,9 +191,9 @@ def start_server(server: str, model: Model, python: Path) -> Running:
     env = {**os.environ}
     cwd = REPO
     if server == "modelport":
-        argv = [sys.executable, "-m", "modelport.serving"]
-        env.update({"MODEL_URI": str(model.path), "MODEL_NAME": model.name, "PORT": str(port),
-                    "LOG_LEVEL": "WARNING", "MODEL_CACHE_DIR": str(WORK / "cache")})
+        argv = server_argv(sys.executable)
+        env.update(ServerConfig(model_uri=str(model.path), model_name=model.name, port=port, log_level="WARNING",
+                                model_cache_dir=str(WORK / "cache")).to_env())
     elif server == "mlserver":
         folder = WORK / f"mlserver-{model.name}"
         folder.mkdir(parents=True, exist_ok=True)

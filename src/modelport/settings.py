@@ -9,8 +9,6 @@ has its own config, ``modelport.domain.model_server.ServerConfig``.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -70,24 +68,6 @@ class Settings(BaseSettings):
     cluster_retries: int = 3
     cluster_retry_backoff_seconds: float = 2.0
 
-    # --- model server (one per pod / local deployment); `modelport serve` sets these ---
-    model_uri: str | None = Field(default=None, description="s3://bucket/key, bucket/key or a local path")
-    model_sha256: str | None = None
-    requirements_uri: str | None = None
-    requirements_sha256: str | None = None
-    model_name: str = "model"
-    server_host: str = Field(default="0.0.0.0", description="the interface the model server listens on")  # noqa: S104
-    port: int = 8080
-    root_path: str = ""
-    model_cache_dir: str = "/tmp/modelport"
-    max_request_bytes: int = 16 * 1024 * 1024
-    predict_token_sha256: str | None = Field(
-        default=None, description="if set, predictions need 'Authorization: Bearer <token>' with this sha256"
-    )
-    microbatch_enabled: bool = True
-    microbatch_max_batch: int = 64
-    microbatch_max_wait_ms: float = 2.0
-
     # --- logging ---
     log_level: str = "INFO"
 
@@ -114,13 +94,3 @@ def endpoint_url(endpoint: str | None, use_ssl: bool) -> str | None:
     if "://" in endpoint:
         return endpoint
     return f"{'https' if use_ssl else 'http'}://{endpoint}"
-
-
-# TEMPORARY: only the model server still reads these, until it reads its own ServerConfig.
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return Settings()
-
-
-def reset_settings() -> None:
-    get_settings.cache_clear()

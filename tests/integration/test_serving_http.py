@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +24,8 @@ from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
+from modelport.domain.model_server import READY_PATH, ServerConfig, parse_failure, server_argv
 from modelport.local.processes import ServerProcess, free_port, start
-from modelport.serving import READY_PATH, server_argv, server_env
 
 pytestmark = pytest.mark.integration
 
@@ -40,11 +41,16 @@ def launch(
     ready: bool = True,
 ) -> ServerProcess:
     port = free_port()
-    env = server_env(model_uri, port=port, name=name, root_path=root_path, cache_dir=str(tmp / "cache"), extra=extra)
+    env = ServerConfig(model_uri=model_uri, port=port, model_name=name, root_path=root_path,
+                       model_cache_dir=str(tmp / "cache"), max_request_bytes=1024 * 1024).to_env()
+    env.update(extra or {})
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
-    env.setdefault("MAX_REQUEST_BYTES", str(1024 * 1024))
-    proc = start(f"model-server-{port}", server_argv(), port, log_dir=tmp, cwd=REPO, env=env)
-    proc.wait_ready(60)
+    proc = start(f"model-server-{port}", server_argv(sys.executable), port, log_dir=tmp, cwd=REPO, env=env)
+    try:
+        proc.wait_ready(60)
+    except RuntimeError:  # a server that fails at once may exit before its port was ever open
+        if ready or proc.process.poll() is None:
+            raise
     if ready:
         wait_until_ready(proc)
     return proc
@@ -311,6 +317,8 @@ def test_unloadable_model_exits_with_a_clear_message(tmp_path: Path) -> None:
     assert code == 1
     assert "cannot serve model 'model': Cannot load the model file model.joblib: it is not a readable joblib" in log
     assert "Traceback" not in log
+    reasons = [r for r in map(parse_failure, log.splitlines()) if r is not None]  # the structured line
+    assert len(reasons) == 1 and reasons[0].startswith("Cannot load the model file model.joblib: it is not a readable")
 
 
 def test_sha256_mismatch_is_refused(models: dict[str, Any], tmp_path: Path) -> None:

@@ -37,11 +37,12 @@ def reconcile() -> None:
         from modelport.deploy.driver import ClusterError
         from modelport.deploy.reconcile import sweep
         from modelport.deploy.runtime import build_driver
+        from modelport.local.tools import with_tools
         from modelport.store.repository import Store
     except ImportError as exc:
         raise CliError(f"this installation has no reconcile sweep ({exc})") from None
     try:
-        report = sweep(Store(settings), build_driver(settings), settings)
+        report = sweep(Store(settings), build_driver(with_tools(settings)), settings)
     except ValueError as exc:  # a bad CLUSTER_DRIVER
         raise CliError(str(exc), ExitCode.USAGE) from None
     except ClusterError as exc:

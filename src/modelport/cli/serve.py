@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
 
 from modelport.cli.app import app
+from modelport.domain.model_server import ServerConfig
 
 
 @app.command("serve")
@@ -24,15 +26,15 @@ def serve_command(
     no_batching: Annotated[bool, typer.Option("--no-batching", help="switch micro-batching off")] = False,
 ) -> None:
     """Serve one model over HTTP (seed /predict, KServe V1, Open Inference Protocol V2)."""
-    from modelport.serving.config import ServeConfig
+    # imported here: the serving extra (uvicorn, numpy) is needed by this command only
     from modelport.serving.server import run
 
+    # the options over the environment's settings (what the server's main would read)
+    options = {"MODEL_URI": model, "MODEL_NAME": name, "PORT": str(port), "SERVER_HOST": host, "ROOT_PATH": root_path,
+               "MODEL_SHA256": sha256, "REQUIREMENTS_URI": requirements, "MODEL_CACHE_DIR": cache_dir,
+               "MICROBATCH_ENABLED": "false" if no_batching else None}
     try:
-        config = ServeConfig.from_settings(
-            model_uri=model, model_name=name, port=port, host=host, root_path=root_path, model_sha256=sha256,
-            requirements_uri=requirements, model_cache_dir=cache_dir,
-            microbatch_enabled=False if no_batching else None,
-        )
+        config = ServerConfig.from_env({**os.environ, **{k: v for k, v in options.items() if v is not None}})
     except ValueError as exc:
         typer.echo(f"modelport serve: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -91,10 +91,10 @@ def find_binary(setting: str | None, layer_path: str, name: str) -> str:
     found = shutil.which(name)
     if found:
         return found
-    from modelport.local.tools import ensure_tools
-
-    tools = ensure_tools()
-    return str(tools.helm if name == "helm" else tools.kubectl)
+    raise ClusterError(
+        f"{name} is not installed here: set {name.upper()}_BIN, put it on PATH, or run `modelport tools`",
+        retryable=False,
+    )
 
 
 def find_chart(setting: str | None) -> Path:

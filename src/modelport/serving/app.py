@@ -28,15 +28,19 @@ import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import orjson
 
+from modelport import __version__
+from modelport.domain.model_server import ServerConfig
 from modelport.serving import metrics
 from modelport.serving.batcher import Batcher
-from modelport.serving.config import ServeConfig
+from modelport.serving.environment import Environment, prepare
 from modelport.serving.errors import InputError, ModelLoadError
+from modelport.serving.fetch import fetch
 
 if TYPE_CHECKING:
     from modelport.serving.runtime import Runner
@@ -67,21 +71,19 @@ class Disconnected(Exception):
     pass
 
 
-def load(config: ServeConfig) -> Runner:
-    """Fetch the model (and requirements), prepare the environment, unpickle: the whole load."""
-    from pathlib import Path
-
-    from modelport.serving.environment import Environment, prepare
-    from modelport.serving.fetch import fetch
-
+def load(config: ServerConfig, restart: Callable[[], object] | None = None) -> Runner:
+    """Fetch the model (and requirements), prepare the environment, unpickle: the whole load.
+    ``restart``: see ``environment.prepare`` (a pre-warmed server's way to start afresh)."""
     cache = Path(config.model_cache_dir)
-    model_path = fetch(config.model_uri, what="model", cache_dir=cache, sha256=config.model_sha256)
+    model_path = fetch(config.model_uri, what="model", cache_dir=cache, config=config, sha256=config.model_sha256)
     environment = Environment()
     if config.requirements_uri:
         requirements_path = fetch(config.requirements_uri, what="requirements.txt", cache_dir=cache,
-                                  sha256=config.requirements_sha256)
-        environment = prepare(requirements_path, cache)
-    from modelport.serving.runtime import load_model  # numpy and the model's packages from here on
+                                  config=config, sha256=config.requirements_sha256)
+        environment = prepare(requirements_path, cache, restart)
+    # imported here, not at the top: runtime imports numpy, which must come after the model's
+    # requirements environment is active (environment.prepare)
+    from modelport.serving.runtime import load_model
 
     return load_model(model_path, config.model_name, environment.describe())
 
@@ -89,9 +91,11 @@ def load(config: ServeConfig) -> Runner:
 class App:
     """ASGI application serving one model."""
 
-    def __init__(self, config: ServeConfig, *, autoload: bool = True) -> None:
+    def __init__(self, config: ServerConfig, *, autoload: bool = True,
+                 restart: Callable[[], object] | None = None) -> None:
         self.config = config
         self.autoload = autoload
+        self.restart = restart
         self.runner: Runner | None = None
         self.batcher: Batcher | None = None
         self.failure: str | None = None
@@ -151,7 +155,7 @@ class App:
         assert self._loop is not None
         started = time.perf_counter()
         try:
-            runner = load(self.config)
+            runner = load(self.config, self.restart)
             runner.load_seconds = time.perf_counter() - started
         except ModelLoadError as exc:
             self._loop.call_soon_threadsafe(self._fail, exc.message)
@@ -406,9 +410,7 @@ class App:
     # --- Open Inference Protocol V2 ----------------------------------------------------------------
 
     async def _v2_server(self, scope: Scope, receive: Receive, send: Send) -> None:
-        from modelport import __version__ as version
-
-        await self._json(send, 200, {"name": "modelport", "version": version, "extensions": []}, "metadata")
+        await self._json(send, 200, {"name": "modelport", "version": __version__, "extensions": []}, "metadata")
 
     async def _v2_model(self, rest: str, scope: Scope, receive: Receive, send: Send) -> None:
         parts = rest.split("/")

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +28,6 @@ from packaging.requirements import Requirement
 from modelport.domain.errors import BadRequest
 from modelport.domain.requirements import parse_requirements, requirements_sha256
 from modelport.serving.errors import ModelLoadError
-from modelport.serving.standby import PREWARMED_ENV, restart_fresh
 
 log = logging.getLogger("modelport.serving")
 
@@ -71,7 +71,7 @@ def _python_tag() -> str:
 def _installer(target: Path, requirements_file: Path, constraints_file: Path, cache_dir: Path) -> list[str]:
     uv = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
     if not Path(uv).exists():
-        try:
+        try:  # imported here: the uv package is optional (the uv binary is what is wanted)
             from uv import find_uv_bin  # type: ignore[import-not-found]
 
             uv = find_uv_bin()
@@ -103,8 +103,12 @@ def _activate(target: Path) -> None:
         log.warning("modules imported before the model environment was activated: %s", ", ".join(stale))
 
 
-def prepare(requirements_path: Path, cache_dir: Path) -> Environment:
-    """Make the environment that ``requirements_path`` asks for importable in this process."""
+def prepare(requirements_path: Path, cache_dir: Path, restart: Callable[[], object] | None = None) -> Environment:
+    """Make the environment that ``requirements_path`` asks for importable in this process.
+
+    ``restart`` is given by a pre-warmed server (``standby``), which imported numpy and scikit-learn
+    before it knew the model: when packages must be installed it is called and does not return (the
+    process becomes a fresh server, ``os.execve``)."""
     data = requirements_path.read_bytes()
     try:
         text = data.decode("utf-8")
@@ -122,11 +126,11 @@ def prepare(requirements_path: Path, cache_dir: Path) -> Environment:
     if not missing_pairs:
         log.info("requirements.txt is satisfied by the server's packages; nothing to install")
         return env
-    if os.environ.get(PREWARMED_ENV):
+    if restart is not None:
         # a standby imported numpy and scikit-learn before it knew this model: an environment put
         # in front of them now would come too late, so this process starts afresh (same pid)
         log.info("requirements.txt needs %s: restarting without the pre-imported modules", "; ".join(missing))
-        restart_fresh()
+        restart()
 
     digest = requirements_sha256(data)
     envs = cache_dir / "envs"

@@ -1,8 +1,8 @@
 """Fetch an artifact (model or requirements) from S3/MinIO or a local path, and check its sha256.
 
 ``s3://bucket/key`` is always S3; a path that exists on disk (or ``file://...``) is local; any other
-``bucket/key`` is S3. Endpoint, credentials and TLS come from the seed's settings (MINIO_ENDPOINT,
-MINIO_ACCESS_KEY, MINIO_SECRET_KEY, MINIO_USE_SSL); without MINIO_* keys boto3's own chain (IRSA,
+``bucket/key`` is S3. Endpoint, credentials and TLS come from the server's config (``s3_*``: the
+environment's MINIO_ENDPOINT, MINIO_ACCESS_KEY, MINIO_SECRET_KEY, MINIO_USE_SSL); without keys boto3's own chain (IRSA,
 instance roles, AWS_* variables) is used. A downloaded file is cached under MODEL_CACHE_DIR by its
 sha256 when one is given, so a restart does not download it again.
 """
@@ -17,9 +17,9 @@ import tempfile
 from pathlib import Path
 
 from modelport.domain.errors import BadRequest
+from modelport.domain.model_server import ServerConfig
 from modelport.domain.paths import parse_s3_path
 from modelport.serving.errors import ModelLoadError
-from modelport.settings import Settings, get_settings
 
 log = logging.getLogger("modelport.serving")
 
@@ -40,15 +40,23 @@ def is_local(uri: str) -> bool:
     return Path(uri).expanduser().exists() or uri.startswith(("/", "./", "../", "~"))
 
 
-def fetch(uri: str, *, what: str, cache_dir: Path, sha256: str | None = None,
-          settings: Settings | None = None) -> Path:
+def endpoint_url(endpoint: str | None, use_ssl: bool) -> str | None:
+    """``minio:9000`` + ssl flag -> ``http://minio:9000``; a full URL is kept as it is; None: AWS."""
+    if not endpoint:
+        return None
+    if "://" in endpoint:
+        return endpoint
+    return f"{'https' if use_ssl else 'http'}://{endpoint}"
+
+
+def fetch(uri: str, *, what: str, cache_dir: Path, config: ServerConfig, sha256: str | None = None) -> Path:
     """Return a local path holding the artifact at ``uri``, verified against ``sha256`` if given."""
     if is_local(uri):
         path = Path(uri.removeprefix("file://")).expanduser()
         if not path.is_file():
             raise ModelLoadError(f"The {what} file {path} does not exist (or is not a file).")
     else:
-        path = _download(uri, what=what, cache_dir=cache_dir, sha256=sha256, settings=settings or get_settings())
+        path = _download(uri, what=what, cache_dir=cache_dir, sha256=sha256, config=config)
     if sha256:
         actual = file_sha256(path)
         if actual != sha256:
@@ -59,7 +67,7 @@ def fetch(uri: str, *, what: str, cache_dir: Path, sha256: str | None = None,
     return path
 
 
-def _download(uri: str, *, what: str, cache_dir: Path, sha256: str | None, settings: Settings) -> Path:
+def _download(uri: str, *, what: str, cache_dir: Path, sha256: str | None, config: ServerConfig) -> Path:
     try:
         bucket, key = parse_s3_path(uri)
     except BadRequest as exc:
@@ -75,14 +83,14 @@ def _download(uri: str, *, what: str, cache_dir: Path, sha256: str | None, setti
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-    endpoint = settings.s3_endpoint_url
+    endpoint = endpoint_url(config.s3_endpoint, config.s3_use_ssl)
     where = f"s3://{bucket}/{key}" + (f" at {endpoint}" if endpoint else "")
     client = boto3.client(
         "s3",
         endpoint_url=endpoint,
-        aws_access_key_id=settings.minio_access_key or None,
-        aws_secret_access_key=settings.minio_secret_key or None,
-        region_name=settings.aws_region,
+        aws_access_key_id=config.s3_access_key or None,
+        aws_secret_access_key=config.s3_secret_key or None,
+        region_name=config.s3_region,
         config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=60,
                       s3={"addressing_style": "path"} if endpoint else None),
     )

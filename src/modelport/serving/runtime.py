@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata as metadata
 import logging
+import pickle
 import re
 import time
 import warnings
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import joblib
 import numpy as np
 
 from modelport.serving.errors import InputError, ModelLoadError
@@ -290,14 +292,10 @@ def load_model(path: Path, name: str, environment: dict[str, object] | None = No
 
 
 def _unpickle(path: Path) -> Any:
-    import joblib
-
     try:
         return joblib.load(path)
     except (KeyError, IndexError, ValueError) as exc:
         # joblib does not know every plain pickle (for example protocol 0); try pickle itself.
-        import pickle
-
         try:
             with path.open("rb") as handle:
                 return pickle.load(handle)  # noqa: S301 - the model file is the user's own, hash-checked
@@ -373,7 +371,7 @@ def _forest_fast_path(model: Any) -> tuple[Predictor, Predictor] | None:
     identical float64 result in a fraction of that. It is used only after it matched the model's own
     answers bit for bit at load time (``_verify_fast_path``).
     """
-    try:
+    try:  # imported here: scikit-learn is the model's package (its requirements), not the server's
         from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
     except ImportError:
         return None

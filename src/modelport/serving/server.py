@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
+import uvicorn
 
+from modelport.domain.model_server import ServerConfig, failure_line
 from modelport.serving.app import App
-from modelport.serving.config import ServeConfig
 
 
 class JsonFormatter(logging.Formatter):
@@ -38,12 +41,11 @@ def configure_logging(level: str) -> None:
     logging.getLogger("botocore").setLevel(logging.WARNING)
 
 
-def run(config: ServeConfig) -> int:
-    """Serve until stopped; 0 on a clean stop, 1 when the model could not be loaded."""
-    import uvicorn
-
+def run(config: ServerConfig, restart: Callable[[], object] | None = None) -> int:
+    """Serve until stopped; 0 on a clean stop, 1 (after a ``failure_line`` on stderr) when the model
+    could not be loaded."""
     configure_logging(config.log_level)
-    app = App(config)
+    app = App(config, restart=restart)
     server = uvicorn.Server(uvicorn.Config(
         app, host=config.host, port=config.port, loop="uvloop", http="httptools", lifespan="on",
         access_log=False, log_config=None, log_level=config.log_level.lower(), server_header=False,
@@ -60,15 +62,17 @@ def run(config: ServeConfig) -> int:
     )
     server.run()
     if app.failure is not None:
+        # the human line, then the contract's structured line the starter reads back (parse_failure)
         print(f"modelport model server: cannot serve model '{config.model_name}': {app.failure}",
-              file=sys.stderr, flush=True)
+              file=sys.stderr)
+        print(failure_line(app.failure), file=sys.stderr, flush=True)
         return 1
     return 0
 
 
 def main() -> int:
     try:
-        config = ServeConfig.from_settings()
+        config = ServerConfig.from_env(os.environ)
     except ValueError as exc:
         print(f"modelport model server: bad configuration: {exc}", file=sys.stderr)
         return 2
