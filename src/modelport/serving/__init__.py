@@ -15,6 +15,13 @@ Readiness: ``GET /readyz`` (``READY_PATH``, or ``/v2/health/ready``) answers 200
 loaded and 503 before; liveness: ``GET /healthz`` (``LIVE_PATH``). If the model (or its
 requirements) cannot be loaded the process prints why on stderr, ending with the contract's one
 ``failure_line(reason)``, and exits with status 1. ``modelport serve`` is the same server from the
-command line. In-process use (tests): ``modelport.serving.app.App`` is the ASGI app and
-``modelport.serving.app.load`` the whole load step.
+command line.
+
+Modules (requests flow down, as in MLServer's endpoints -> data plane -> codecs -> runtime):
+``server`` (main, uvicorn, logging) -> ``asgi`` (transport: ASGI, routing, token, body limits) ->
+``dataplane`` (what the protocols share: prediction, readiness, metrics) -> ``protocols/``
+(``seed``, ``v1``, ``v2``: one codec each) and ``batcher`` -> ``runtime`` (the loaded model).
+``loading`` is the load step (``fetch``, ``environment``, then ``runtime``); ``standby`` a
+pre-warmed server. In-process use (tests): ``asgi.App`` is the ASGI app, ``loading.load`` the
+whole load step.
 """

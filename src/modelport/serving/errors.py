@@ -23,3 +23,7 @@ class InputError(Exception):
         self.message = message
         self.status = status
         self.code = code
+
+
+class Disconnected(Exception):
+    """The client went away while its request was being read: nothing is answered."""

@@ -13,7 +13,7 @@ import orjson
 import uvicorn
 
 from modelport.domain.model_server import ServerConfig, failure_line
-from modelport.serving.app import App
+from modelport.serving.asgi import App
 
 
 class JsonFormatter(logging.Formatter):
@@ -55,17 +55,18 @@ def run(config: ServerConfig, restart: Callable[[], object] | None = None) -> in
     def stop(_message: str) -> None:
         server.should_exit = True
 
-    app.on_failure = stop
+    app.plane.on_failure = stop
     logging.getLogger("modelport.serving").info(
         "serving model %s from %s on port %d%s", config.model_name, config.model_uri, config.port,
         f" (also under {config.root_path})" if config.root_path else "",
     )
     server.run()
-    if app.failure is not None:
+    failure = app.plane.failure
+    if failure is not None:
         # the human line, then the contract's structured line the starter reads back (parse_failure)
-        print(f"modelport model server: cannot serve model '{config.model_name}': {app.failure}",
+        print(f"modelport model server: cannot serve model '{config.model_name}': {failure}",
               file=sys.stderr)
-        print(failure_line(app.failure), file=sys.stderr, flush=True)
+        print(failure_line(failure), file=sys.stderr, flush=True)
         return 1
     return 0
 
