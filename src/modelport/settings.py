@@ -12,6 +12,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from modelport.domain.paths import endpoint_url
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
@@ -85,12 +87,3 @@ class Settings(BaseSettings):
     def deployment_url(self, deployment_id: int) -> str:
         base_path = "/" + self.ingress_base_path.strip("/")
         return f"{self.public_base}{base_path}/{deployment_id}"
-
-
-def endpoint_url(endpoint: str | None, use_ssl: bool) -> str | None:
-    """``minio:9000`` + ssl flag -> ``http://minio:9000``; a full URL is kept as it is."""
-    if not endpoint:
-        return None
-    if "://" in endpoint:
-        return endpoint
-    return f"{'https' if use_ssl else 'http'}://{endpoint}"

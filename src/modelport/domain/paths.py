@@ -57,3 +57,13 @@ def parse_artifact_key(key: str) -> tuple[int, int, str] | None:
     if not match:
         return None
     return int(match.group(1)), int(match.group(2)), match.group(3)
+
+
+def endpoint_url(endpoint: str | None, use_ssl: bool) -> str | None:
+    """``minio:9000`` + ssl flag -> ``http://minio:9000`` (the seed's MINIO_ENDPOINT and
+    MINIO_USE_SSL); a full URL is kept as it is; None: AWS S3 itself."""
+    if not endpoint:
+        return None
+    if "://" in endpoint:
+        return endpoint
+    return f"{'https' if use_ssl else 'http'}://{endpoint}"

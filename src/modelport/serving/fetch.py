@@ -18,7 +18,7 @@ from pathlib import Path
 
 from modelport.domain.errors import BadRequest
 from modelport.domain.model_server import ServerConfig
-from modelport.domain.paths import parse_s3_path
+from modelport.domain.paths import endpoint_url, parse_s3_path
 from modelport.serving.errors import ModelLoadError
 
 log = logging.getLogger("modelport.serving")
@@ -39,14 +39,6 @@ def is_local(uri: str) -> bool:
         return False
     return Path(uri).expanduser().exists() or uri.startswith(("/", "./", "../", "~"))
 
-
-def endpoint_url(endpoint: str | None, use_ssl: bool) -> str | None:
-    """``minio:9000`` + ssl flag -> ``http://minio:9000``; a full URL is kept as it is; None: AWS."""
-    if not endpoint:
-        return None
-    if "://" in endpoint:
-        return endpoint
-    return f"{'https' if use_ssl else 'http'}://{endpoint}"
 
 
 def fetch(uri: str, *, what: str, cache_dir: Path, config: ServerConfig, sha256: str | None = None) -> Path:
