@@ -37,7 +37,6 @@ def test_metadata_comes_from_the_model(runner: Runner) -> None:
     assert meta["outputs"][0] == {"name": "output-0", "datatype": "INT64", "shape": [-1]}
     assert meta["outputs"][1] == {"name": "predict_proba", "datatype": "FP64", "shape": [-1, 3]}
     assert meta["parameters"]["classes"] == [0, 1, 2]
-    assert runner.inline  # logistic regression is fast enough for the event loop
 
 
 @pytest.mark.parametrize(
