@@ -116,6 +116,11 @@ class LocalProcessDriver:
         self._standby = StandbyPool(self.argv, {**self._base_env(), **self.extra_env}, self.log_dir,
                                     enabled=prewarm and self.argv == server_argv(sys.executable))
 
+    @property
+    def prewarm(self) -> bool:
+        """Whether replicas start from the pre-warmed standby server."""
+        return self._standby.enabled
+
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> LocalProcessDriver:
         """Start the supervisor thread and the standby (deploy starts them too, on first use)."""
