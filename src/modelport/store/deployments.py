@@ -32,6 +32,17 @@ from modelport.store.transactions import Transaction
 from modelport.store.versions import VersionRepository
 
 
+def _status_actions(status: DeploymentStatus, message: str | None) -> list[Any]:
+    """The actions of every status change: the status, its message (removed when None) and times."""
+    now = utcnow()
+    return [
+        DeploymentRecord.status.set(status.value),
+        DeploymentRecord.status_message.set(message) if message else DeploymentRecord.status_message.remove(),
+        DeploymentRecord.status_changed_at.set(now),
+        DeploymentRecord.updated_at.set(now),
+    ]
+
+
 class DeploymentRepository(VersionRepository):
     @staticmethod
     def _deployment(record: DeploymentRecord) -> Deployment:
@@ -197,14 +208,10 @@ class DeploymentRepository(VersionRepository):
         record = self._deployment_record(owner, deployment_id)
         if record.status == DeploymentStatus.DELETING.value:
             return self._deployment(record)
-        now = utcnow()
         try:
             record.update(
                 actions=[
-                    DeploymentRecord.status.set(DeploymentStatus.DELETING.value),
-                    DeploymentRecord.status_message.set("deletion requested"),
-                    DeploymentRecord.status_changed_at.set(now),
-                    DeploymentRecord.updated_at.set(now),
+                    *_status_actions(DeploymentStatus.DELETING, "deletion requested"),
                     DeploymentRecord.generation.add(1),
                     DeploymentRecord.ttl.remove(),
                 ],
@@ -229,15 +236,7 @@ class DeploymentRepository(VersionRepository):
         desired state back to it after a failed update (and moves the version counts back).
         """
         record = DeploymentRecord(*keys.deployment(deployment_id))
-        now = utcnow()
-        actions: list[Any] = [
-            DeploymentRecord.status.set(status.value),
-            DeploymentRecord.status_changed_at.set(now),
-            DeploymentRecord.updated_at.set(now),
-        ]
-        actions.append(
-            DeploymentRecord.status_message.set(message) if message else DeploymentRecord.status_message.remove()
-        )
+        actions: list[Any] = _status_actions(status, message)
         if observed_generation is not None:
             actions.append(DeploymentRecord.observed_generation.set(observed_generation))
         if deployed is not None:
@@ -278,14 +277,10 @@ class DeploymentRepository(VersionRepository):
 
     def request_reinstall(self, deployment_id: int, *, generation: int) -> bool:
         """A READY deployment whose release is gone: install it again, as a first install."""
-        now = utcnow()
         try:
             DeploymentRecord(*keys.deployment(deployment_id)).update(
                 actions=[
-                    DeploymentRecord.status.set(DeploymentStatus.PENDING.value),
-                    DeploymentRecord.status_message.set("the release is missing from the cluster; reinstalling"),
-                    DeploymentRecord.status_changed_at.set(now),
-                    DeploymentRecord.updated_at.set(now),
+                    *_status_actions(DeploymentStatus.PENDING, "the release is missing from the cluster; reinstalling"),
                     DeploymentRecord.observed_generation.set(0),
                     DeploymentRecord.deployed_version_id.remove(),
                     DeploymentRecord.deployed_replicas.remove(),
@@ -320,16 +315,12 @@ class DeploymentRepository(VersionRepository):
             record = self._deployment_record(None, deployment_id)
         except NotFound:
             return None
-        now = utcnow()
         try:
             with self._transact() as tx:
                 tx.update(
                     record,
                     actions=[
-                        DeploymentRecord.status.set(DeploymentStatus.FAILED.value),
-                        DeploymentRecord.status_message.set(message),
-                        DeploymentRecord.status_changed_at.set(now),
-                        DeploymentRecord.updated_at.set(now),
+                        *_status_actions(DeploymentStatus.FAILED, message),
                         DeploymentRecord.observed_generation.set(generation),
                         DeploymentRecord.released.set(1),
                         DeploymentRecord.ttl.set(timedelta(seconds=max(expires_in, 1))),  # type: ignore[arg-type]
