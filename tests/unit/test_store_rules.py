@@ -48,3 +48,21 @@ def test_a_model_has_one_deployment_following_its_latest_version(store: Store):
     again = deployments.create_deployment(store, store.settings, "alice", second, 1, follow_latest=True)
     store.fail_deployment(again.id, "it broke", generation=again.generation, expires_in=60)
     assert deployments.create_deployment(store, store.settings, "alice", first, 1, follow_latest=True).follow_latest
+
+
+def test_two_stores_in_one_process_keep_to_their_own_tables():
+    """Each Store is bound to the table its settings name: a model made through one is not seen
+    through the other, and the first store still writes to its own table after the second exists."""
+    with mock_aws():
+        first_settings, second_settings = Settings(table_name="first"), Settings(table_name="second")
+        ensure_table(first_settings)
+        first = Store(first_settings)
+        users.create_user(first, "alice")
+        ensure_table(second_settings)
+        second = Store(second_settings)
+        users.create_user(second, "alice")
+        model = first.create_model("alice", "iris", None)
+        assert [m.name for m in second.list_models("alice", 10, None).items] == []
+        assert first.get_model("alice", model.id).name == "iris"
+        # the same name is free on the other table, and ids count per table
+        assert second.create_model("alice", "iris", None).id == model.id

@@ -27,7 +27,7 @@ from modelport.store.records import (
     ModelRecord,
     VersionRecord,
 )
-from modelport.store.table import Page, conditional_failed, follower_guard, found, owned, to_entity
+from modelport.store.table import Page, conditional_failed, found, owned, to_entity
 from modelport.store.transactions import Transaction
 from modelport.store.versions import VersionRepository
 
@@ -49,7 +49,7 @@ class DeploymentRepository(VersionRepository):
         return to_entity(record, Deployment, follow_latest=bool(record.follow_latest))
 
     def _deployment_record(self, owner: str | None, deployment_id: int) -> DeploymentRecord:
-        return owned(DeploymentRecord, "deployment", deployment_id, owner)
+        return owned(self.records.Deployment, "deployment", deployment_id, owner)
 
     @staticmethod
     def _not_ready(version: Version) -> Conflict:
@@ -67,20 +67,18 @@ class DeploymentRepository(VersionRepository):
             raise self._not_ready(version)
         return version
 
-    @staticmethod
-    def _take_version(tx: Transaction, version_id: int) -> None:
+    def _take_version(self, tx: Transaction, version_id: int) -> None:
         """One more deployment holds the version; the item is named ``version`` in ``tx``."""
         tx.update(
-            VersionRecord(*keys.version(version_id)),
+            self.records.Version(*keys.version(version_id)),
             actions=[VersionRecord.deployments.add(1)],
             condition=(VersionRecord.status == VersionStatus.READY.value) & VersionRecord.s3_path.exists(),
             name="version",
         )
 
-    @staticmethod
-    def _release_version(tx: Transaction, version_id: int) -> None:
+    def _release_version(self, tx: Transaction, version_id: int) -> None:
         tx.update(
-            VersionRecord(*keys.version(version_id)),
+            self.records.Version(*keys.version(version_id)),
             actions=[VersionRecord.deployments.add(-1)],
             condition=VersionRecord.PK.exists(),
         )
@@ -96,7 +94,7 @@ class DeploymentRepository(VersionRepository):
         version = self.ready_version(owner, version_id)
         deployment_id = self.next_id("deployment")
         now = utcnow()
-        record = DeploymentRecord(
+        record = self.records.Deployment(
             *keys.deployment(deployment_id), type="DEPLOYMENT", id=deployment_id,
             owner=owner, namespace=namespace_for(owner), model_id=version.model_id, version_id=version_id,
             replicas=replicas, k8s_service_name=release_name(deployment_id, now),
@@ -111,13 +109,13 @@ class DeploymentRepository(VersionRepository):
                 tx.save(record, condition=DeploymentRecord.PK.does_not_exist())
                 self._take_version(tx, version_id)
                 tx.update(
-                    ModelRecord(*keys.model(version.model_id)),
+                    self.records.Model(*keys.model(version.model_id)),
                     actions=[ModelRecord.deployments.add(1)],
                     condition=ModelRecord.PK.exists(),
                 )
                 if follow_latest:
-                    tx.save(follower_guard(version.model_id, deployment_id), condition=GuardRecord.PK.does_not_exist(),
-                            name="follower")
+                    tx.save(self._follower_guard(version.model_id, deployment_id),
+                            condition=GuardRecord.PK.does_not_exist(), name="follower")
         except TransactWriteError as exc:
             if "follower" in tx.failed(exc):
                 raise Conflict(
@@ -136,17 +134,17 @@ class DeploymentRepository(VersionRepository):
 
     def find_deployment(self, deployment_id: int) -> Deployment | None:
         """A deployment by id whoever owns it (for the deployer, never for a user's request)."""
-        record = found(DeploymentRecord, "deployment", deployment_id)
+        record = found(self.records.Deployment, "deployment", deployment_id)
         return self._deployment(record) if record else None
 
     def list_deployments(self, owner: str, limit: int, cursor: str | None) -> Page:
         return self._page(
-            DeploymentRecord.owner_index, keys.owner_listing(owner), keys.listed_prefix("deployment"),
+            self.records.Deployment.owner_index, keys.owner_listing(owner), keys.listed_prefix("deployment"),
             DeploymentRecord.GSI1SK, schema.GSI1PK, limit, cursor, self._deployment,
         )
 
     def model_deployments(self, model_id: int) -> list[Deployment]:
-        records = DeploymentRecord.model_index.query(
+        records = self.records.Deployment.model_index.query(
             keys.model_children(model_id), DeploymentRecord.GSI2SK.startswith(keys.listed_prefix("deployment"))
         )
         return [self._deployment(r) for r in records]
@@ -235,7 +233,7 @@ class DeploymentRepository(VersionRepository):
         ``deployed`` records (version_id, replicas) as the last good state; ``restore`` puts the
         desired state back to it after a failed update (and moves the version counts back).
         """
-        record = DeploymentRecord(*keys.deployment(deployment_id))
+        record = self.records.Deployment(*keys.deployment(deployment_id))
         actions: list[Any] = _status_actions(status, message)
         if observed_generation is not None:
             actions.append(DeploymentRecord.observed_generation.set(observed_generation))
@@ -263,7 +261,7 @@ class DeploymentRepository(VersionRepository):
                     if current.version_id != restore[0]:
                         self._release_version(tx, int(current.version_id))
                         tx.update(
-                            VersionRecord(*keys.version(restore[0])),
+                            self.records.Version(*keys.version(restore[0])),
                             actions=[VersionRecord.deployments.add(1)],
                             condition=VersionRecord.PK.exists(),
                         )
@@ -278,7 +276,7 @@ class DeploymentRepository(VersionRepository):
     def request_reinstall(self, deployment_id: int, *, generation: int) -> bool:
         """A READY deployment whose release is gone: install it again, as a first install."""
         try:
-            DeploymentRecord(*keys.deployment(deployment_id)).update(
+            self.records.Deployment(*keys.deployment(deployment_id)).update(
                 actions=[
                     *_status_actions(DeploymentStatus.PENDING, "the release is missing from the cluster; reinstalling"),
                     DeploymentRecord.observed_generation.set(0),
@@ -297,10 +295,10 @@ class DeploymentRepository(VersionRepository):
     def _give_back_counts(self, tx: Transaction, record: DeploymentRecord) -> None:
         """The version's and model's counts, and the model's follower slot if this one held it."""
         if record.follow_latest:
-            tx.delete(follower_guard(int(record.model_id), int(record.id)))
+            tx.delete(self._follower_guard(int(record.model_id), int(record.id)))
         self._release_version(tx, int(record.version_id))
         tx.update(
-            ModelRecord(*keys.model(int(record.model_id))),
+            self.records.Model(*keys.model(int(record.model_id))),
             actions=[ModelRecord.deployments.add(-1)],
             condition=ModelRecord.PK.exists(),
         )
@@ -356,4 +354,4 @@ class DeploymentRepository(VersionRepository):
 
     def all_deployments(self) -> list[Deployment]:
         """Every deployment record (a Scan: only for the periodic sweep, never a request path)."""
-        return [self._deployment(r) for r in DeploymentRecord.scan(DeploymentRecord.type == "DEPLOYMENT")]
+        return [self._deployment(r) for r in self.records.Deployment.scan(DeploymentRecord.type == "DEPLOYMENT")]

@@ -31,12 +31,12 @@ class ModelRepository(Table):
     def create_model(self, owner: str, name: str, description: str | None) -> Model:
         model_id = self.next_id("model")
         now = utcnow()
-        record = ModelRecord(
+        record = self.records.Model(
             *keys.model(model_id), type="MODEL", id=model_id, owner=owner, name=name,
             description=description, auto_deploy=AutoDeploy().model_dump(), deployments=0, version_counter=0,
             created_at=now, updated_at=now, GSI1PK=keys.owner_listing(owner), GSI1SK=keys.listed("model", model_id),
         )
-        guard = GuardRecord(*keys.model_name_guard(owner, name), ref=model_id, type="GUARD")
+        guard = self.records.Guard(*keys.model_name_guard(owner, name), ref=model_id, type="GUARD")
         try:
             with self._transact() as tx:
                 tx.save(record, condition=ModelRecord.PK.does_not_exist())
@@ -50,7 +50,7 @@ class ModelRepository(Table):
 
     def list_models(self, owner: str, limit: int, cursor: str | None) -> Page:
         return self._page(
-            ModelRecord.owner_index, keys.owner_listing(owner), keys.listed_prefix("model"), ModelRecord.GSI1SK,
+            self.records.Model.owner_index, keys.owner_listing(owner), keys.listed_prefix("model"), ModelRecord.GSI1SK,
             schema.GSI1PK, limit, cursor, self._model,
         )
 
@@ -91,13 +91,13 @@ class ModelRepository(Table):
         try:
             for start in range(0, len(versions), batch_size):
                 with self._transact() as tx:
-                    tx.condition_check(ModelRecord, *model_key, condition=no_deployments)
+                    tx.condition_check(self.records.Model, *model_key, condition=no_deployments)
                     for version in versions[start : start + batch_size]:
                         tx.delete(version, condition=VersionRecord.deployments == 0)
-                        tx.delete(GuardRecord(*keys.label_guard(int(record.id), version.version)))
+                        tx.delete(self.records.Guard(*keys.label_guard(int(record.id), version.version)))
             with self._transact() as tx:
                 tx.delete(record, condition=no_deployments)
-                tx.delete(GuardRecord(*keys.model_name_guard(owner, record.name)))
+                tx.delete(self.records.Guard(*keys.model_name_guard(owner, record.name)))
         except TransactWriteError as exc:
             raise in_use from exc
         return [self._version(v) for v in versions]

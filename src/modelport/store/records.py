@@ -2,10 +2,20 @@
 
 Every record type shares the table; the partition key's prefix names the type (see schema.py).
 Guard items (``SK = NAME#...`` / ``LABEL#...``) make names unique inside one transaction.
+
+The classes below are shapes: they name the attributes, and code may build conditions and update
+actions from them (``DeploymentRecord.status == ...``), which are the same on every table. They
+are never pointed at a table. ``bind(settings)`` gives one table's classes -- subclasses with their
+own ``Meta`` (table, region, endpoint) and, as pynamodb does for every subclass, their own copies of
+the indexes and their own connection -- and everything that talks to DynamoDB (construct and
+save, get, query, scan, transactions) goes through those. So two stores on two tables in one
+process never see each other's settings.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from pynamodb.attributes import (
@@ -156,13 +166,32 @@ ALL_RECORDS: tuple[type[Record], ...] = (
 )
 
 
-def configure(settings: Settings) -> None:
-    """Point every record class at the table and endpoint that the settings name."""
-    for cls in ALL_RECORDS:
-        cls.Meta.table_name = settings.table_name
-        cls.Meta.region = settings.aws_region
-        cls.Meta.host = settings.dynamodb_endpoint
-        cls._connection = None  # pynamodb caches a connection per class
+@dataclass(frozen=True)
+class TableRecords:
+    """One table's record classes (see the module's docstring)."""
+
+    Record: type[Record]
+    Guard: type[GuardRecord]
+    Counter: type[CounterRecord]
+    User: type[UserRecord]
+    ApiKey: type[ApiKeyRecord]
+    Model: type[ModelRecord]
+    Version: type[VersionRecord]
+    Deployment: type[DeploymentRecord]
+
+
+def bind(settings: Settings) -> TableRecords:
+    """The record classes of the table ``settings`` names (the same classes for the same table)."""
+    return _bound(settings.table_name, settings.aws_region, settings.dynamodb_endpoint)
+
+
+@cache
+def _bound(table_name: str, region: str, host: str | None) -> TableRecords:
+    def subclass(shape: type[Any]) -> Any:
+        meta = type("Meta", (_Meta,), {"table_name": table_name, "region": region, "host": host})
+        return type(shape.__name__, (shape,), {"Meta": meta, "__module__": __name__})
+
+    return TableRecords(*(subclass(shape) for shape in ALL_RECORDS))
 
 
 def ensure_table(settings: Settings, *, wait: bool = True) -> bool:
@@ -170,11 +199,11 @@ def ensure_table(settings: Settings, *, wait: bool = True) -> bool:
 
     Used by the local platform and the tests; in AWS, template.yaml creates the table.
     """
-    configure(settings)
-    if Record.exists():
+    table = bind(settings).Record
+    if table.exists():
         return False
-    Record.create_table(wait=wait)
-    client: Any = Record._get_connection().connection.client
+    table.create_table(wait=wait)
+    client: Any = table._get_connection().connection.client
     client.update_time_to_live(
         TableName=settings.table_name,
         TimeToLiveSpecification={"Enabled": True, "AttributeName": schema.TTL_ATTRIBUTE},

@@ -29,7 +29,7 @@ from modelport.store.records import (
     ModelRecord,
     Record,
     VersionRecord,
-    configure,
+    bind,
 )
 from modelport.store.transactions import Transaction
 
@@ -71,10 +71,6 @@ def _cursor_decode(cursor: str | None, partition: str, attr: str) -> dict[str, A
 R = TypeVar("R", bound=Record)
 
 
-def follower_guard(model_id: int, deployment_id: int) -> GuardRecord:
-    return GuardRecord(*keys.follower_guard(model_id), ref=deployment_id, type="GUARD")
-
-
 def found(cls: type[R], kind: str, record_id: int) -> R | None:
     """The ``kind`` record with this id, whoever owns it; None if there is none."""
     try:
@@ -104,15 +100,18 @@ class Table:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        configure(settings)
+        self.records = bind(settings)
         self._connection = Connection(region=settings.aws_region, host=settings.dynamodb_endpoint)
 
     def _transact(self) -> Transaction:
         return Transaction(connection=self._connection)
 
+    def _follower_guard(self, model_id: int, deployment_id: int) -> GuardRecord:
+        return self.records.Guard(*keys.follower_guard(model_id), ref=deployment_id, type="GUARD")
+
     # ------------------------------------------------------------------ counters
     def next_id(self, kind: str) -> int:
-        counter = CounterRecord(*keys.counter(kind))
+        counter = self.records.Counter(*keys.counter(kind))
         counter.update(actions=[CounterRecord.value.add(1)])
         return int(counter.value)
 
@@ -132,14 +131,14 @@ class Table:
         return to_entity(record, Model, auto_deploy=AutoDeploy.model_validate(record.auto_deploy or {}))
 
     def _model_record(self, owner: str, model_id: int) -> ModelRecord:
-        return owned(ModelRecord, "model", model_id, owner)
+        return owned(self.records.Model, "model", model_id, owner)
 
     @staticmethod
     def _version(record: VersionRecord) -> Version:
         return to_entity(record, Version)
 
     def _version_records(self, model_id: int) -> Iterable[VersionRecord]:
-        return VersionRecord.model_index.query(
+        return self.records.Version.model_index.query(
             keys.model_children(model_id), VersionRecord.GSI2SK.startswith(keys.listed_prefix("version"))
         )
 

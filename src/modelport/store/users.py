@@ -22,8 +22,8 @@ class UserRepository(Table):
     def create_user(self, name: str, key_sha256: str) -> None:
         """A user and its first API key (its sha256), or Conflict ``user_exists``."""
         now = utcnow()
-        user = UserRecord(*keys.user(name), owner=name, name=name, created_at=now, type="USER")
-        api_key = ApiKeyRecord(
+        user = self.records.User(*keys.user(name), owner=name, name=name, created_at=now, type="USER")
+        api_key = self.records.ApiKey(
             *keys.api_key(key_sha256), owner=name, created_at=now, type="APIKEY"
         )
         try:
@@ -34,19 +34,19 @@ class UserRepository(Table):
             raise Conflict(f"user {name!r} already exists", code="user_exists") from exc
 
     def add_api_key(self, owner: str, key_sha256: str) -> None:
-        ApiKeyRecord(
+        self.records.ApiKey(
             *keys.api_key(key_sha256), owner=owner, created_at=utcnow(), type="APIKEY"
         ).save(condition=ApiKeyRecord.PK.does_not_exist())
 
     def user_exists(self, name: str) -> bool:
         try:
-            UserRecord.get(*keys.user(name))
+            self.records.User.get(*keys.user(name))
         except DoesNotExist:
             return False
         return True
 
     def owner_for_key_hash(self, key_sha256: str) -> str | None:
         try:
-            return ApiKeyRecord.get(*keys.api_key(key_sha256)).owner
+            return self.records.ApiKey.get(*keys.api_key(key_sha256)).owner
         except DoesNotExist:
             return None

@@ -31,7 +31,7 @@ from modelport.store.table import (
 
 class VersionRepository(Table):
     def _version_record(self, owner: str | None, version_id: int) -> VersionRecord:
-        return owned(VersionRecord, "version", version_id, owner)
+        return owned(self.records.Version, "version", version_id, owner)
 
     def create_version(self, owner: str, model_id: int, label: str | None) -> Version:
         model = self._model_record(owner, model_id)
@@ -39,16 +39,17 @@ class VersionRepository(Table):
         label = label or str(int(model.version_counter))
         version_id = self.next_id("version")
         now = utcnow()
-        record = VersionRecord(
+        record = self.records.Version(
             *keys.version(version_id), type="VERSION", id=version_id, model_id=model_id,
             owner=owner, version=label, status=VersionStatus.PENDING_UPLOAD.value, deployments=0,
             created_at=now, updated_at=now, GSI2PK=keys.model_children(model_id),
             GSI2SK=keys.listed("version", version_id),
         )
-        guard = GuardRecord(*keys.label_guard(model_id, label), ref=version_id, type="GUARD")
+        guard = self.records.Guard(*keys.label_guard(model_id, label), ref=version_id, type="GUARD")
         try:
             with self._transact() as tx:
-                tx.condition_check(ModelRecord, model.PK, model.SK, condition=ModelRecord.owner == owner, name="model")
+                tx.condition_check(self.records.Model, model.PK, model.SK, condition=ModelRecord.owner == owner,
+                                   name="model")
                 tx.save(record, condition=VersionRecord.PK.does_not_exist())
                 tx.save(guard, condition=GuardRecord.PK.does_not_exist())
         except TransactWriteError as exc:
@@ -62,13 +63,13 @@ class VersionRepository(Table):
 
     def find_version(self, version_id: int) -> Version | None:
         """A version by id whoever owns it (for event handlers, never for a user's request)."""
-        record = found(VersionRecord, "version", version_id)
+        record = found(self.records.Version, "version", version_id)
         return self._version(record) if record else None
 
     def list_versions(self, owner: str, model_id: int, limit: int, cursor: str | None) -> Page:
         self._model_record(owner, model_id)
         return self._page(
-            VersionRecord.model_index, keys.model_children(model_id), keys.listed_prefix("version"),
+            self.records.Version.model_index, keys.model_children(model_id), keys.listed_prefix("version"),
             VersionRecord.GSI2SK, schema.GSI2PK, limit, cursor, self._version,
         )
 
