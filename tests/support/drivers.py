@@ -15,7 +15,6 @@ class RecordingDriver:
         self.unreachable = False
         self.failing_keys: set[str] = set()  # model keys whose pods never become ready
         self.problems: dict[tuple[str, str], str] = {}  # releases whose pods stopped being ready
-        self.problems: dict[tuple[str, str], str] = {}  # releases whose pods stopped being ready
         self._lock = threading.Lock()
 
     def _check(self) -> None:
