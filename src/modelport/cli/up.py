@@ -51,7 +51,8 @@ def up_command(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logs")] = False,
 ) -> None:
     """Run modelport on this machine: API, stand-ins, pollers, model servers, gateway. Ctrl-C stops it all."""
-    from modelport.local.platform import Options, run
+    from modelport.local.foreground import run
+    from modelport.local.platform import Options
 
     chosen = driver or ("helm" if kubeconfig else "local")
     if chosen not in ("local", "helm"):
