@@ -99,6 +99,14 @@ def wait_status(client: httpx.Client, deployment_id: int, *, replicas: int | Non
         time.sleep(0.2)
 
 
+def refuse_a_duplicate(client: httpx.Client) -> None:
+    """A 409 (a cancelled transaction in the table): every later deployment must still converge."""
+    name = f"twice-{time.monotonic_ns()}"
+    assert client.post("/models", json={"name": name}).status_code == 201
+    again = client.post("/models", json={"name": name})
+    assert again.status_code == 409 and again.json()["code"] == "model_exists", again.text
+
+
 def upload_and_deploy(client: httpx.Client, model_path: Path, requirements: bytes | None = None,
                       replicas: int = 1) -> dict[str, Any]:
     model = client.post("/models", json={"name": f"iris-{time.monotonic_ns()}"}).raise_for_status().json()
@@ -127,6 +135,7 @@ def test_the_seed_testing_section(tmp_path: Path, iris: tuple[Path, list[int]]) 
         assert any("forgotten on exit" in line or "ephemeral" in line for line in up.lines)
         assert any(line.startswith("user default created") for line in up.lines)
         with up.client() as client:
+            refuse_a_duplicate(client)
             # 1-2. upload a model (with requirements.txt) and create a deployment
             from importlib.metadata import version
 
@@ -166,6 +175,7 @@ def test_a_persisted_deployment_serves_again_after_a_restart(tmp_path: Path, iri
     up = start_up(tmp_path, "--persist", "--state-dir", str(state), port=port, gateway_port=gateway_port)
     try:
         with up.client() as client:
+            refuse_a_duplicate(client)
             deployment_id = upload_and_deploy(client, model_path)["id"]
             url = wait_status(client, deployment_id)["url"]
         assert httpx.post(url + "/predict", json={"instances": IRIS_ROWS}).json()["predictions"] == expected

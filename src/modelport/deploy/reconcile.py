@@ -61,8 +61,9 @@ class Outcome:
 
 class DeploymentRecords(Protocol):
     """What the deployer needs of the table (``store.repository.Store`` is the implementation; the
-    unit tests use ``tests/support/deployment_records.py``, an in-memory fake). Every write is conditional: None or False means it did not land
-    because the record changed meanwhile (a newer desired state, a deletion)."""
+    unit tests use ``tests/support/deployment_records.py``, an in-memory fake). Every write is
+    conditional: None or False means it did not land because the record changed meanwhile (a newer
+    desired state, a deletion)."""
 
     def find_deployment(self, deployment_id: int) -> Deployment | None: ...
 

@@ -3,6 +3,19 @@ what the FilterCriteria do not match, hand Lambda-shaped batches to the same han
 what template.yaml declares (batch size, ReportBatchItemFailures, retries, bisect on error, the
 on-failure queue). Used by the local platform and the integration tests, on DynamoDB Local or
 moto: only the stream API is needed.
+
+Where it reads from: each shard is read from the last record it returned, through a fresh
+``AT_SEQUENCE_NUMBER`` iterator on every poll (that record, seen again, is dropped by its
+``eventID``), not by following ``NextShardIterator``. Followed iterators go deaf on moto: a
+cancelled TransactWriteItems makes moto put the table back from a copy taken before the
+transaction, stream included, so an iterator opened earlier reads a shard that no longer
+receives records (and has seen a phantom record of the cancelled write: harmless, the deployer
+reads the record itself, which does not exist). A fresh iterator reads the table's current shard;
+when the record at the remembered position is another one (moto reuses the phantom's sequence
+number), it and everything after it are new. On DynamoDB Local the same reading gives exactly
+the records a followed iterator would. ``LATEST`` is read as "from the end as it is at the first
+look", so that position is a record too; a remembered record trimmed away (24 hours) restarts at
+``TRIM_HORIZON``.
 """
 
 from __future__ import annotations
@@ -136,6 +149,7 @@ class StreamPoller:
         self.poll_interval = poll_interval
         self.retry_delay = retry_delay
         self._iterators: dict[str, str | None] = {}
+        self._last: dict[str, tuple[str, str]] = {}  # shard -> (sequence number, eventID) last read
         self._done: set[str] = set()
         self._stream_arn: str | None = None
         self._stop = threading.Event()
@@ -166,10 +180,47 @@ class StreamPoller:
             shard_id = shard["ShardId"]
             if shard_id in self._iterators or shard_id in self._done:
                 continue
-            position = self.config.starting_position if first_look else "TRIM_HORIZON"
             self._iterators[shard_id] = self._streams.get_shard_iterator(
-                StreamArn=arn, ShardId=shard_id, ShardIteratorType=position
+                StreamArn=arn, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
             )["ShardIterator"]
+            if first_look and self.config.starting_position == "LATEST":
+                self._skip_to_end(shard_id)
+
+    def _skip_to_end(self, shard_id: str) -> None:
+        """Remember the shard's last record as it is now, delivering nothing (``LATEST``)."""
+        while (iterator := self._iterators.get(shard_id)) is not None:
+            records, next_iterator = self._read(shard_id, iterator)
+            self._iterators[shard_id] = next_iterator
+            if not records:
+                return
+
+    def _position(self, shard_id: str) -> str | None:
+        """A fresh iterator at the last record read from the shard, else the one kept."""
+        last = self._last.get(shard_id)
+        if last is None:
+            return self._iterators[shard_id]
+        try:
+            return str(self._streams.get_shard_iterator(
+                StreamArn=self._arn(), ShardId=shard_id, ShardIteratorType="AT_SEQUENCE_NUMBER",
+                SequenceNumber=last[0],
+            )["ShardIterator"])
+        except self._streams.exceptions.TrimmedDataAccessException:
+            logger.warning("stream records were trimmed before they were read; reading from the oldest kept")
+            del self._last[shard_id]
+            return str(self._streams.get_shard_iterator(
+                StreamArn=self._arn(), ShardId=shard_id, ShardIteratorType="TRIM_HORIZON",
+            )["ShardIterator"])
+
+    def _read(self, shard_id: str, iterator: str) -> tuple[list[dict[str, Any]], str | None]:
+        """The shard's records after the last one read (that one dropped if seen again)."""
+        answer = self._streams.get_records(ShardIterator=iterator, Limit=1000)
+        records = answer.get("Records", [])
+        last = self._last.get(shard_id)
+        if last is not None and records and records[0].get("eventID") == last[1]:
+            records = records[1:]
+        if records:
+            self._last[shard_id] = (records[-1]["dynamodb"]["SequenceNumber"], records[-1].get("eventID", ""))
+        return records, answer.get("NextShardIterator")
 
     # -- polling
     def run_once(self) -> int:
@@ -177,17 +228,16 @@ class StreamPoller:
         self._refresh_shards()
         delivered = 0
         for shard_id in list(self._iterators):
-            iterator = self._iterators[shard_id]
+            iterator = self._position(shard_id)
             if iterator is None:
                 continue
-            answer = self._streams.get_records(ShardIterator=iterator, Limit=1000)
-            records = [self._lambda_shape(r) for r in answer.get("Records", [])]
+            read, next_iterator = self._read(shard_id, iterator)
+            records = [self._lambda_shape(r) for r in read]
             records = [r for r in records if passes_filters(list(self.config.filter_patterns), r)]
             for start in range(0, len(records), self.config.batch_size):
                 batch = records[start : start + self.config.batch_size]
                 self._deliver(batch)
                 delivered += len(batch)
-            next_iterator = answer.get("NextShardIterator")
             if next_iterator is None:
                 self._done.add(shard_id)
                 del self._iterators[shard_id]
