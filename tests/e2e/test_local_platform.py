@@ -107,6 +107,20 @@ def refuse_a_duplicate(client: httpx.Client) -> None:
     assert again.status_code == 409 and again.json()["code"] == "model_exists", again.text
 
 
+def second_terminal_creates_a_user(up: Up, tmp: Path) -> None:
+    """`modelport users create` from another terminal: no AWS credentials there, only the CLI config."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MODELPORT_"))}
+    for name in ("TABLE_NAME", "DYNAMODB_ENDPOINT"):
+        env.pop(name, None)
+    env.update(MODELPORT_CONFIG=str(up.config), HOME=str(tmp / "home"))
+    name = f"bob{time.monotonic_ns()}"
+    done = subprocess.run([sys.executable, "-m", "modelport.cli", "users", "create", name], env=env,  # noqa: S603
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    me = httpx.get(up.api + "/api/v1/me", headers={"Authorization": f"Bearer {done.stdout.strip()}"})
+    assert me.status_code == 200 and me.json()["owner"] == name, me.text
+
+
 def upload_and_deploy(client: httpx.Client, model_path: Path, requirements: bytes | None = None,
                       replicas: int = 1) -> dict[str, Any]:
     model = client.post("/models", json={"name": f"iris-{time.monotonic_ns()}"}).raise_for_status().json()
@@ -134,6 +148,7 @@ def test_the_seed_testing_section(tmp_path: Path, iris: tuple[Path, list[int]]) 
     try:
         assert any("forgotten on exit" in line or "ephemeral" in line for line in up.lines)
         assert any(line.startswith("user default created") for line in up.lines)
+        second_terminal_creates_a_user(up, tmp_path)
         with up.client() as client:
             refuse_a_duplicate(client)
             # 1-2. upload a model (with requirements.txt) and create a deployment
@@ -174,6 +189,7 @@ def test_a_persisted_deployment_serves_again_after_a_restart(tmp_path: Path, iri
     port, gateway_port = free_port(), free_port()
     up = start_up(tmp_path, "--persist", "--state-dir", str(state), port=port, gateway_port=gateway_port)
     try:
+        second_terminal_creates_a_user(up, tmp_path)
         with up.client() as client:
             refuse_a_duplicate(client)
             deployment_id = upload_and_deploy(client, model_path)["id"]

@@ -190,6 +190,58 @@ def test_an_unreachable_endpoint_exits_3_with_one_line(tmp_path: Path) -> None:
     assert status.code == 3
 
 
+# -------------------------------------------------------------------------------------------- users
+
+
+def fresh_terminal(tmp_path: Path) -> dict[str, str]:
+    """No AWS credentials, no table named: a terminal opened beside `modelport up`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MODELPORT_"))}
+    env.pop("DYNAMODB_ENDPOINT", None)
+    env.pop("TABLE_NAME", None)
+    env["HOME"] = str(tmp_path / "home")  # no ~/.aws either
+    return env
+
+
+def run_cli(env: dict[str, str], *args: str) -> Result:
+    done = subprocess.run([sys.executable, "-m", "modelport.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=120)
+    return Result(done.returncode, done.stdout, done.stderr)
+
+
+def test_users_create_without_credentials_or_a_platform_is_one_line(tmp_path: Path) -> None:
+    env = {**fresh_terminal(tmp_path), "MODELPORT_CONFIG": str(tmp_path / "none.toml")}
+    result = run_cli(env, "users", "create", "carol")
+    assert result.code == 2, result
+    assert "no AWS credentials" in result.error_line
+
+
+def test_users_create_against_a_stopped_platform_says_so(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    stopped = f"http://127.0.0.1:{free_port()}"
+    config.write_text(f'endpoint = "http://localhost:8000"\napi_key = "mp_x"\ntable_for = "http://localhost:8000"\n'
+                      f'table_endpoint = "{stopped}"\ntable_name = "modelport"\n')
+    result = run_cli({**fresh_terminal(tmp_path), "MODELPORT_CONFIG": str(config)}, "users", "create", "carol")
+    assert result.code == 3, result
+    assert "not running" in result.error_line and "modelport up" in result.error_line
+
+
+def test_users_create_refuses_a_taken_or_bad_name_in_one_line(control_plane: ControlPlane, tmp_path: Path) -> None:
+    env = {**os.environ, "MODELPORT_CONFIG": str(tmp_path / "none.toml"),
+           "DYNAMODB_ENDPOINT": str(control_plane.settings.dynamodb_endpoint),
+           "TABLE_NAME": control_plane.settings.table_name}
+    name = f"dave{uuid.uuid4().hex[:6]}"
+    created = run_cli(env, "users", "create", name)
+    assert created.code == 0, created
+    key = created.stdout.strip()
+    assert httpx.get(control_plane.url + "/api/v1/me", headers={"Authorization": f"Bearer {key}"}).json()["owner"] \
+        == name
+    taken = run_cli(env, "users", "create", name)
+    assert taken.code == 1 and "exists" in taken.error_line, taken
+    bad = run_cli(env, "users", "create", "no spaces/please")
+    assert bad.code == 2, bad
+    assert bad.error_line
+
+
 # ------------------------------------------------------------------------------------------- models
 
 

@@ -8,6 +8,10 @@ Config file (``$MODELPORT_CONFIG``, else ``~/.config/modelport/config.toml``; wr
 
     endpoint = "http://localhost:8000"
     api_key = "mp_..."
+    # written by `modelport up` at every start: where its table is, for `modelport users create`
+    table_for = "http://localhost:8000"
+    table_endpoint = "http://127.0.0.1:41234"
+    table_name = "modelport"
 
 ``MODELPORT_ENDPOINT`` and ``MODELPORT_API_KEY`` override what the file says.
 """
@@ -143,9 +147,13 @@ def _toml_string(value: str) -> str:
 
 def save_config(endpoint: str, api_key: str, path: Path | None = None) -> Path:
     """Write endpoint and key (mode 0600); other keys already in the file are kept."""
-    path = path or config_path()
+    return update_config(path or config_path(), endpoint=endpoint.rstrip("/"), api_key=api_key)
+
+
+def update_config(path: Path, **values: str) -> Path:
+    """Set these keys in the config file (mode 0600), keeping the others."""
     data = read_config_file(path)
-    data.update(endpoint=endpoint.rstrip("/"), api_key=api_key)
+    data.update(values)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     lines = ["# modelport CLI configuration, written by `modelport login`"]
     lines += [f"{key} = {_toml_string(value)}" for key, value in data.items()]

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from modelport.cli.app import app
-from modelport.cli.client import config_path, read_config_file, save_config
+from modelport.cli.client import config_path, read_config_file, save_config, update_config
 
 
 class ConfigKeyBook:
@@ -28,6 +28,9 @@ class ConfigKeyBook:
 
     def where(self) -> Path:
         return self.path
+
+    def note_table(self, endpoint: str, table_endpoint: str, table_name: str) -> None:
+        update_config(self.path, table_for=endpoint.rstrip("/"), table_endpoint=table_endpoint, table_name=table_name)
 
 
 @app.command("up")

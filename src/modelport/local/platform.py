@@ -88,6 +88,9 @@ class KeyBook(Protocol):
 
     def where(self) -> Path: ...
 
+    def note_table(self, endpoint: str, table_endpoint: str, table_name: str) -> None:
+        """Where the platform serving ``endpoint`` keeps its table (it moves at each start)."""
+
 
 @dataclass
 class Platform:
@@ -247,6 +250,8 @@ class Platform:
 
     def _user(self) -> None:
         book = self.options.keys
+        if book is not None and self.settings.dynamodb_endpoint:
+            book.note_table(self.api_url, self.settings.dynamodb_endpoint, self.settings.table_name)
         key = book.known_key(self.api_url) if book is not None else None
         if key and users.owner_of_key(self.store, key) == USER:
             self.api_key = key
