@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from modelport.local import ownership
 from modelport.local.processes import free_port
 from tests.support.models import IRIS_ROWS, train_iris
 
@@ -52,7 +53,8 @@ class Up:
         return self.process.returncode
 
 
-def start_up(tmp: Path, *args: str, port: int | None = None, gateway_port: int | None = None) -> Up:
+def start_up(tmp: Path, *args: str, port: int | None = None, gateway_port: int | None = None,
+             own_group: bool = False) -> Up:
     port, gateway_port = port or free_port(), gateway_port or free_port()
     config = tmp / "config.toml"
     env = {**os.environ, "MODELPORT_CONFIG": str(config), "TERM": "dumb"}
@@ -61,7 +63,7 @@ def start_up(tmp: Path, *args: str, port: int | None = None, gateway_port: int |
     process = subprocess.Popen(  # noqa: S603
         [sys.executable, "-m", "modelport.cli", "up", "--port", str(port), "--gateway-port", str(gateway_port),
          *args],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp, start_new_session=own_group,
     )
     up = Up(process, f"http://localhost:{port}", f"http://localhost:{gateway_port}", config)
     lines: queue.Queue[str | None] = queue.Queue()
@@ -211,3 +213,50 @@ def test_a_persisted_deployment_serves_again_after_a_restart(tmp_path: Path, iri
             assert client.get(f"/deployments/{deployment_id}").json()["status"] == "READY"
     finally:
         assert again.stop() == 0, "\n".join(again.lines[-30:])
+
+
+def test_a_killed_platform_leaves_nothing_running_and_the_next_start_converges(
+    tmp_path: Path, iris: tuple[Path, list[int]],
+) -> None:
+    """SIGKILL of the whole process group (a closed laptop, an OOM kill) while a deployment is in
+    flight: no process of that run survives, and the next start serves the deployment again."""
+    model_path, expected = iris
+    state = tmp_path / "state"
+    port, gateway_port = free_port(), free_port()
+    up = start_up(tmp_path, "--persist", "--state-dir", str(state), port=port, gateway_port=gateway_port,
+                  own_group=True)
+    with up.client() as client:
+        deployment_id = upload_and_deploy(client, model_path)["id"]
+    run = {pid for pid, mark in ownership.marked().items() if mark.startswith(f"{up.process.pid}:")}
+    assert len(run) >= 3, "moto, DynamoDB Local and SeaweedFS at least"
+    os.killpg(up.process.pid, signal.SIGKILL)
+    up.process.wait(30)
+
+    again = start_up(tmp_path, "--persist", "--state-dir", str(state), port=port, gateway_port=gateway_port)
+    try:
+        left = sorted(pid for pid in run if ownership.alive(pid))
+        assert left == [], f"processes of the killed run still running: {left}"
+        with again.client() as client:
+            url = wait_status(client, deployment_id)["url"]
+        answer = httpx.post(url + "/predict", json={"instances": IRIS_ROWS}, timeout=30)
+        assert answer.status_code == 200 and answer.json()["predictions"] == expected, answer.text
+    finally:
+        assert again.stop() == 0, "\n".join(again.lines[-30:])
+    # and a clean stop leaves nothing either
+    assert not [pid for pid, mark in ownership.marked().items() if mark.startswith(f"{again.process.pid}:")]
+
+
+def test_a_second_start_on_the_same_state_directory_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    up = start_up(tmp_path, "--persist", "--state-dir", str(state))
+    try:
+        second = subprocess.run(  # noqa: S603
+            [sys.executable, "-m", "modelport.cli", "up", "--persist", "--state-dir", str(state),
+             "--port", str(free_port()), "--gateway-port", str(free_port())],
+            capture_output=True, text=True, timeout=120, env={**os.environ, "TERM": "dumb"}, cwd=tmp_path,
+        )
+        assert second.returncode == 1
+        assert f"another modelport up (pid {up.process.pid})" in second.stdout + second.stderr
+        assert "Traceback" not in second.stdout + second.stderr
+    finally:
+        assert up.stop() == 0

@@ -270,3 +270,15 @@ def test_the_sweep_never_lets_ready_hide_a_crash_loop(store, driver, reconciler)
     del driver.problems[key]
     reconciler.sweep()
     assert store.find_deployment(deployment.id).status_message is None
+
+
+def test_a_restarted_deployer_redrives_what_was_mid_transition_before_it_started(store, driver, reconciler):
+    """A platform killed mid-install leaves DEPLOYING behind; the next start's first sweep drives it
+    to READY at once instead of waiting out the helm timeout."""
+    deployment = deploy(store)
+    store.set_deployment_status(deployment.id, DeploymentStatus.DEPLOYING, "installing", generation=1)
+    assert reconciler.sweep() == []  # a moment ago: perhaps still being worked on
+    restarted_at = datetime.now(UTC) + timedelta(seconds=1)
+    actions = [o.action for o in reconciler.sweep(stuck_before=restarted_at)]
+    assert actions == [Action.DEPLOYED]
+    assert store.find_deployment(deployment.id).status == DeploymentStatus.READY

@@ -265,9 +265,11 @@ class Reconciler:
                                              generation=deployment.generation)
 
     # -------------------------------------------------------------- the sweep
-    def sweep(self, *, now: datetime | None = None) -> list[Outcome]:
+    def sweep(self, *, now: datetime | None = None, stuck_before: datetime | None = None) -> list[Outcome]:
         """Uninstall modelport releases with no record; re-drive records stuck in a transient
-        status longer than the helm timeout, and READY records whose release is missing."""
+        status longer than the helm timeout (or since before ``stuck_before``: a deployer that
+        started then knows nothing earlier is still being worked on), and READY records whose
+        release is missing."""
         now = now or datetime.now(UTC)
         outcomes: list[Outcome] = []
         # releases first: a release is installed only after its record is written, so every
@@ -284,7 +286,9 @@ class Reconciler:
         stuck_after = timedelta(seconds=self.settings.helm_timeout_seconds + SAFETY_MARGIN_SECONDS)
         for deployment in deployments.values():
             changed = deployment.status_changed_at or deployment.updated_at
-            stuck = deployment.status in TRANSIENT_STATUSES and now - changed > stuck_after
+            stuck = deployment.status in TRANSIENT_STATUSES and (
+                now - changed > stuck_after or (stuck_before is not None and changed < stuck_before)
+            )
             missing = (
                 deployment.status == DeploymentStatus.READY
                 and (deployment.namespace, deployment.k8s_service_name) not in present
@@ -319,5 +323,6 @@ class SweepReport:
         return [f"{o.action.value:15} deployment {o.deployment_id} {o.message}".rstrip() for o in self.outcomes]
 
 
-def sweep(store: DeploymentRecords, driver: ClusterDriver, settings: Settings) -> SweepReport:
-    return SweepReport(Reconciler(store, driver, settings).sweep())
+def sweep(store: DeploymentRecords, driver: ClusterDriver, settings: Settings, *,
+          stuck_before: datetime | None = None) -> SweepReport:
+    return SweepReport(Reconciler(store, driver, settings).sweep(stuck_before=stuck_before))

@@ -3,6 +3,8 @@ start and stop. ``Platform.start`` starts them in this order; ``stop`` stops the
 children included (Ctrl-C, SIGTERM: ``foreground.run``):
 
 1. the state directory (``--ephemeral``: a temporary one, removed at stop) and its ``logs/``;
+   claimed for this run, after ending what a killed run left, with a watchdog that ends every
+   process of this run when the platform dies, however it dies (``ownership``);
 2. the AWS stand-ins (``stand_ins.StandIns``: moto in memory; ``--persist``: DynamoDB Local and
    SeaweedFS; or the endpoints given), which say where they keep data;
 3. the settings, built here from the options and the stand-ins' endpoints and passed to every part
@@ -29,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -45,6 +48,7 @@ from modelport.local.errors import PlatformError
 from modelport.local.events import EventSources
 from modelport.local.functions import find_root, load_function_module
 from modelport.local.gateway import Gateway, UvicornThread
+from modelport.local.ownership import claim
 from modelport.local.processes import port_open
 from modelport.local.stand_ins import CREDENTIALS, Endpoints, StandIns
 from modelport.local.template import load_template
@@ -120,9 +124,15 @@ class Platform:
     # ------------------------------------------------------------------ start
     def start(self) -> None:
         o = self.options
+        self._started_at = datetime.now(UTC)
         self._check_options()
         log_dir = self._state_directory() / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
+        run, leftovers = claim(self.state_dir)
+        self._on_stop("watchdog", run.release)
+        if leftovers:
+            self.say(f"ended {len(leftovers)} process(es) that a killed modelport up left running "
+                     f"(pids {', '.join(map(str, leftovers))})")
         root = find_root()
         library_environment(o.verbose)
 
@@ -230,9 +240,13 @@ class Platform:
             self.say(f"restored {ok} of {len(results)} deployment(s) in {time.monotonic() - started:.1f} s")
 
     def _sweep_loop(self) -> None:
+        # the first sweep re-drives whatever was mid-transition before this start (a killed run's
+        # DEPLOYING records): no deployer but this one can be working on them
+        stuck_before: datetime | None = self._started_at
         while True:
             try:
-                report = sweep(self.store, self.driver, self.settings)
+                report = sweep(self.store, self.driver, self.settings, stuck_before=stuck_before)
+                stuck_before = None
                 for line in report.lines():
                     logger.info("sweep: %s", line)
             except Exception:  # noqa: BLE001 - the next sweep tries again
