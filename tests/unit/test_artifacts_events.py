@@ -12,11 +12,12 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from modelport.artifacts.storage import ObjectStore
 from modelport.domain.entities import VersionStatus
 from modelport.domain.paths import parse_artifact_key
 from modelport.local.sqs import LambdaContext
 from modelport.services import users
-from modelport.services.artifact_events import decode_key, object_records
+from modelport.services.artifact_events import ArtifactEvents, ObjectCreated, decode_key, object_records
 from modelport.settings import Settings
 from modelport.store.records import ensure_table
 from modelport.store.repository import Store
@@ -101,3 +102,24 @@ def test_sample_put_event_makes_the_version_ready(moto_env: Settings, tmp_path: 
     assert function.handler(sample("artifacts-s3-test-event.json"), LambdaContext()) == {"batchItemFailures": []}
     unknown = json.loads(json.dumps(event).replace("versions/5/", "versions/77/"))
     assert function.handler(unknown, LambdaContext()) == {"batchItemFailures": []}
+
+
+def test_an_upload_whose_event_was_lost_becomes_ready_on_recovery(moto_env: Settings, tmp_path: Path) -> None:
+    """The object is in the bucket but its event never came (a queue lost at a stop): the recovery
+    sweep handles it as the event would, and the event arriving later changes nothing."""
+    store = Store(moto_env)
+    users.create_user(store, "alice")
+    model = store.create_model("alice", "iris", None)
+    lost, never_uploaded = (store.create_version("alice", model.id, None) for _ in range(2))
+    path, _ = train_iris(tmp_path / "model.joblib")
+    key = f"models/{model.id}/versions/{lost.id}/model.joblib"
+    boto3.client("s3", region_name="us-east-1").put_object(Bucket=moto_env.minio_bucket_name, Key=key,
+                                                            Body=path.read_bytes())
+    events = ArtifactEvents(store, ObjectStore(moto_env), moto_env)
+    assert [(o.action, o.version_id) for o in events.recover()] == [("ready", lost.id)]
+    ready = store.find_version(lost.id)
+    assert ready is not None and ready.status == VersionStatus.READY
+    assert store.find_version(never_uploaded.id).status == VersionStatus.PENDING_UPLOAD  # nothing to find
+    assert events.recover() == []  # READY now: not looked at again
+    late = events.handle(ObjectCreated(bucket=moto_env.minio_bucket_name, key=key))
+    assert late.action == "unchanged" and store.find_version(lost.id) == ready

@@ -16,7 +16,9 @@ children included (Ctrl-C, SIGTERM: ``foreground.run``):
    calling the functions' own handlers (``functions/{deployer,artifacts}/app.py``, loaded by path:
    ``functions.load_function_module``), with template.yaml's batch settings;
 6. the API (``create_app``) on ``--port`` and, for the local driver, the gateway on
-   ``--gateway-port``; the reconcile sweep, once now and every 5 minutes (the scheduled function);
+   ``--gateway-port``; the reconcile sweep, once now and every 5 minutes (the scheduled function),
+   and with it the recovery of uploads whose event was lost (``ArtifactEvents.recover``: the
+   uploads queue is moto's, in memory, even under ``--persist``);
 7. a default user (first start only) whose API key is printed once and kept, with the endpoint, in
    ``Options.keys`` (the CLI's config); then one line ``ready api=... gateway=...``.
 """
@@ -39,6 +41,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from modelport.api.app import create_app
+from modelport.artifacts.storage import ObjectStore
 from modelport.deploy.driver import ClusterDriver
 from modelport.deploy.reconcile import sweep
 from modelport.deploy.runtime import build_driver
@@ -54,6 +57,7 @@ from modelport.local.stand_ins import CREDENTIALS, Endpoints, StandIns
 from modelport.local.template import load_template
 from modelport.local.tools import with_tools
 from modelport.services import users
+from modelport.services.artifact_events import ArtifactEvents
 from modelport.settings import Settings
 from modelport.store.records import ensure_table
 from modelport.store.repository import Store
@@ -158,6 +162,7 @@ class Platform:
                       artifacts=artifacts.build(settings, store=self.store))
 
         self._serve(settings)
+        self._uploads = ArtifactEvents(self.store, ObjectStore(settings), settings)
         self._sweeper = threading.Thread(target=self._sweep_loop, name="sweep", daemon=True)
         self._sweeper.start()
         self._user()
@@ -183,7 +188,8 @@ class Platform:
     def _describe(self, endpoints: Endpoints) -> None:
         if self.options.persist:
             self.say(f"persistent state in [bold]{self.state_dir}[/]: DynamoDB Local ({endpoints.dynamodb}), "
-                     f"SeaweedFS S3 ({endpoints.s3}); SQS on moto ({endpoints.sqs}; queued events are not kept)")
+                     f"SeaweedFS S3 ({endpoints.s3}); SQS on moto ({endpoints.sqs}; queued events are not "
+                     "kept, the uploads they announced are found at start)")
         elif self.options.ephemeral:
             self.say(f"ephemeral: in-memory stand-ins (moto {endpoints.sqs}); state in {self.state_dir}, "
                      "removed on exit")
@@ -249,6 +255,10 @@ class Platform:
                 stuck_before = None
                 for line in report.lines():
                     logger.info("sweep: %s", line)
+                # uploads whose event was lost (the uploads queue is in memory): handled as the event would
+                for outcome in self._uploads.recover():
+                    logger.info("upload of version %s found without its event: %s %s", outcome.version_id,
+                                outcome.action, outcome.reason)
             except Exception:  # noqa: BLE001 - the next sweep tries again
                 logger.warning("sweep failed", exc_info=True)
             if self.stopped.wait(SWEEP_INTERVAL_SECONDS):

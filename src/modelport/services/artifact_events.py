@@ -18,6 +18,10 @@ Rules:
   requirements file carries ``x-amz-meta-requirements: true`` on the model; its event waits (is
   skipped) until the requirements object exists, and the requirements event then processes the
   pair. A requirements event without a model object does nothing: the model's event will.
+- an event that never came (a queue that lost it: the local platform's in-memory queue at a stop)
+  is made up for by :meth:`ArtifactEvents.recover`: every version still PENDING_UPLOAD whose model
+  object is in the bucket is handled as if its event had arrived, by the same code, so it is
+  idempotent with the event should that come after all.
 """
 
 from __future__ import annotations
@@ -100,6 +104,16 @@ class ArtifactEvents:
         self.store = store
         self.objects = objects
         self.settings = settings
+
+    def recover(self) -> list[Outcome]:
+        """Handle, as their event would, the uploads of versions still waiting for one."""
+        outcomes = []
+        for version in self.store.versions_waiting_for_upload():
+            key = artifact_key(version.model_id, version.id, MODEL_FILE)
+            if self.objects.head(key) is not None:
+                outcomes.append(self.handle(ObjectCreated(bucket=self.objects.bucket, key=key,
+                                                          event_name="ObjectCreated:Recovered")))
+        return outcomes
 
     # ------------------------------------------------------------------ one record
     def handle(self, event: ObjectCreated) -> Outcome:

@@ -66,6 +66,13 @@ class VersionRepository(Table):
         record = found(self.records.Version, "version", version_id)
         return self._version(record) if record else None
 
+    def versions_waiting_for_upload(self) -> list[Version]:
+        """Every version still PENDING_UPLOAD (a Scan: only for the local platform's recovery sweep)."""
+        scan = self.records.Version.scan(
+            (VersionRecord.type == "VERSION") & (VersionRecord.status == VersionStatus.PENDING_UPLOAD.value)
+        )
+        return [self._version(record) for record in scan]
+
     def list_versions(self, owner: str, model_id: int, limit: int, cursor: str | None) -> Page:
         self._model_record(owner, model_id)
         return self._page(
