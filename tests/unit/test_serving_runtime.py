@@ -65,6 +65,11 @@ def test_v2_tensors(runner: Runner) -> None:
         [{"name": f"c{i}", "shape": [2], "datatype": "FP64", "data": [i, i + 1]} for i in range(4)]
     )
     assert columns.tolist() == [[0, 1, 2, 3], [1, 2, 3, 4]]
+    # a shape whose product wraps around in int64 (2**32 * 2**32 == 0) is too large, not "0 values"
+    with pytest.raises(InputError, match="is too large"):
+        runner.v2_matrix([{"name": "input-0", "shape": [2**32, 2**32], "datatype": "FP32", "data": []}])
+    with pytest.raises(InputError, match="is too large"):
+        runner.v2_matrix([{"name": "input-0", "shape": [2**62, 4], "datatype": "FP32", "data": []}])
     with pytest.raises(InputError, match="has 3 values, but shape"):
         runner.v2_matrix([{"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3]}])
     with pytest.raises(InputError, match="BYTES"):

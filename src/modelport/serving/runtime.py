@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata as metadata
 import logging
+import math
 import pickle
 import re
 import time
@@ -31,6 +32,8 @@ log = logging.getLogger("modelport.serving")
 INLINE_PREDICT_SECONDS = 0.0005
 
 _NUMERIC_KINDS = frozenset("biuf")
+#: more values than a request body can carry (the body limit is far lower): a shape beyond it is refused
+MAX_TENSOR_VALUES = 2**31 - 1
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 
@@ -151,7 +154,10 @@ class Runner:
             raise InputError(f"inputs[{index}].data is ragged; send it flat or as rows of equal length") from None
         if array.dtype.kind not in _NUMERIC_KINDS:
             raise InputError(_non_numeric(data, f"inputs[{index}].data"))
-        expected = int(np.prod(shape)) if shape else 1
+        expected = math.prod(shape)  # Python ints: numpy's product wraps around (2**32 * 2**32 == 0)
+        if expected > MAX_TENSOR_VALUES:
+            raise InputError(f"inputs[{index}].shape {shape} is too large: {expected} values; at most "
+                             f"{MAX_TENSOR_VALUES} in one tensor")
         if array.size != expected:
             raise InputError(f"inputs[{index}].data has {array.size} values, but shape {shape} needs {expected}")
         return array.reshape(shape)
