@@ -279,3 +279,49 @@ def test_a_second_start_on_the_same_state_directory_is_refused(tmp_path: Path) -
         assert "Traceback" not in second.stdout + second.stderr
     finally:
         assert up.stop() == 0
+
+
+def presigned_upload(target: dict[str, Any], content: bytes) -> None:
+    answer = httpx.post(target["url"], data=target["fields"], files={"file": ("model.joblib", content)}, timeout=60)
+    assert answer.status_code in (200, 201, 204), answer.text
+
+
+def test_an_old_presigned_url_cannot_change_what_a_deployment_serves(
+    tmp_path: Path, iris: tuple[Path, list[int]],
+) -> None:
+    """The upload URL stays valid for its expiry; a second upload through it after the version is
+    deployed must not change what any replica, old or new, loads (the record pins the object version)."""
+    import joblib
+    from sklearn.datasets import load_iris
+    from sklearn.dummy import DummyClassifier
+
+    model_path, expected = iris
+    other = tmp_path / "constant.joblib"
+    x, y = load_iris(return_X_y=True)
+    joblib.dump(DummyClassifier(strategy="constant", constant=2).fit(x, y), other)
+    up = start_up(tmp_path, "--ephemeral")
+    try:
+        with up.client() as client:
+            model = client.post("/models", json={"name": "pinned"}).raise_for_status().json()
+            version = client.post(f"/models/{model['id']}/versions", json={}).raise_for_status().json()
+            target = client.post(f"/versions/{version['id']}/upload-url", json={}).raise_for_status().json()["model"]
+            presigned_upload(target, model_path.read_bytes())
+            deadline = time.monotonic() + 60
+            while (ready := client.get(f"/versions/{version['id']}").json())["status"] != "READY":
+                assert ready["status"] == "PENDING_UPLOAD" and time.monotonic() < deadline, ready
+                time.sleep(0.2)
+            created = client.post(f"/versions/{version['id']}/deployments", json={"replicas": 1}).raise_for_status()
+            deployment_id = created.json()["id"]
+            url = wait_status(client, deployment_id)["url"]
+            assert httpx.post(url + "/predict", json={"instances": IRIS_ROWS}).json()["predictions"] == expected
+
+            presigned_upload(target, other.read_bytes())  # the same URL, another model
+            assert client.patch(f"/deployments/{deployment_id}", json={"replicas": 2}).status_code == 200
+            wait_status(client, deployment_id, replicas=2)
+            for _ in range(6):  # both replicas, the new one fetched after the overwrite
+                assert httpx.post(url + "/predict", json={"instances": IRIS_ROWS}).json()["predictions"] == expected
+            after = client.get(f"/versions/{version['id']}").json()
+            assert after["status"] == "READY" and after["model_artifact"]["sha256"] == ready["model_artifact"]["sha256"]
+            assert after["model_artifact"]["version_id"]  # the object version the checks read, pinned
+    finally:
+        assert up.stop() == 0, "\n".join(up.lines[-30:])

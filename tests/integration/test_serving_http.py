@@ -405,6 +405,36 @@ def test_loads_from_s3(moto_server: ServerProcess, models: dict[str, Any], tmp_p
     assert code == 1 and "s3://serving-models/nope/model.joblib" in log and "does not exist" in log
 
 
+def test_a_pinned_object_version_is_what_loads_after_the_key_is_overwritten(
+    moto_server: ServerProcess, models: dict[str, Any], tmp_path: Path,
+) -> None:
+    """The bucket is versioned; MODEL_VERSION_ID names the object version the upload checks read.
+    A later write to the key (an old presigned URL used again) must not change what a fresh
+    replica (an empty cache, as a new pod has) loads."""
+    s3 = boto3.client("s3", endpoint_url=moto_server.url, region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3.create_bucket(Bucket="pinned-models")
+    s3.put_bucket_versioning(Bucket="pinned-models", VersioningConfiguration={"Status": "Enabled"})
+    key = "models/1/versions/1/model.joblib"
+    checked = models["root"] / "iris.joblib"
+    first = s3.put_object(Bucket="pinned-models", Key=key, Body=checked.read_bytes())["VersionId"]
+    s3.put_object(Bucket="pinned-models", Key=key, Body=(models["root"] / "forest.joblib").read_bytes())
+    store = {"MINIO_ENDPOINT": f"127.0.0.1:{moto_server.port}", "MINIO_ACCESS_KEY": "testing",
+             "MINIO_SECRET_KEY": "testing", "MINIO_USE_SSL": "false", "MODEL_SHA256": sha256(checked)}
+    proc = launch(tmp_path / "pinned", f"s3://pinned-models/{key}", name="iris",
+                  extra={**store, "MODEL_VERSION_ID": first})
+    try:
+        x = models["x_iris"][::7]
+        answer = httpx.post(f"{proc.url}/predict", json={"instances": x.tolist()}).json()
+        assert answer == {"predictions": models["iris"].predict(x).tolist()}
+    finally:
+        proc.stop()
+    # unpinned, the same replica would load the overwritten object, which its sha256 refuses
+    unpinned = launch(tmp_path / "unpinned", f"s3://pinned-models/{key}", name="iris", extra=store, ready=False)
+    code, log = exit_message(unpinned)
+    assert code == 1 and "sha256" in log
+
+
 # --- a deployment token guards the prediction URL ----------------------------------------------------
 
 

@@ -42,6 +42,7 @@ class VersionCreate(Strict):
 class ArtifactOut(BaseModel):
     size: int
     sha256: str
+    version_id: str | None = Field(default=None, description="the S3 object version that was checked and is served")
 
 
 class VersionOut(BaseModel):

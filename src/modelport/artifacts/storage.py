@@ -35,6 +35,12 @@ def s3_client(settings: Settings) -> Any:
     return boto3.client("s3", **kwargs)
 
 
+def object_version(head: dict[str, Any]) -> str | None:
+    """The object version a HEAD or GET answered with; None in a bucket that keeps none."""
+    version = head.get("VersionId")
+    return str(version) if version and version != "null" else None
+
+
 def sha256_of(stream: IO[bytes]) -> tuple[str, int]:
     """(hex sha256, size) of a stream read to its end in chunks."""
     digest = hashlib.sha256()
@@ -55,15 +61,19 @@ class ObjectStore:
         return f"s3://{self.bucket}/{key}"
 
     def ensure_bucket(self) -> None:
+        """The bucket, versioned (as template.yaml makes it in AWS): a version pins the object
+        version its checks read, whatever is written to the key later."""
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except self.client.exceptions.ClientError:
             self.client.create_bucket(Bucket=self.bucket)
+        self.client.put_bucket_versioning(Bucket=self.bucket, VersioningConfiguration={"Status": "Enabled"})
 
-    def put(self, key: str, stream: IO[bytes], metadata: dict[str, str] | None = None) -> str | None:
-        """Upload a stream (multipart for large ones); returns the ETag."""
+    def put(self, key: str, stream: IO[bytes], metadata: dict[str, str] | None = None) -> tuple[str | None, str | None]:
+        """Upload a stream (multipart for large ones); returns its (ETag, object version)."""
         self.client.upload_fileobj(stream, self.bucket, key, ExtraArgs={"Metadata": metadata or {}})
-        return self.client.head_object(Bucket=self.bucket, Key=key).get("ETag", "").strip('"') or None
+        head = self.client.head_object(Bucket=self.bucket, Key=key)
+        return head.get("ETag", "").strip('"') or None, object_version(head)
 
     def head(self, key: str) -> dict[str, Any] | None:
         """The object's HEAD (ETag, size, metadata); None if there is no such object."""
@@ -75,12 +85,14 @@ class ObjectStore:
             raise
         return head
 
-    def download(self, key: str, etag: str | None, into: IO[bytes]) -> bool:
-        """The object's bytes as they were when headed (``etag``) into ``into``, rewound; False
-        when it changed or went meanwhile."""
+    def download(self, key: str, etag: str | None, into: IO[bytes], version_id: str | None = None) -> bool:
+        """The object's bytes as they were when headed (``etag``, and its ``version_id`` where the
+        bucket keeps versions) into ``into``, rewound; False when it changed or went meanwhile."""
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
         if etag:
             kwargs["IfMatch"] = f'"{etag}"'
+        if version_id:
+            kwargs["VersionId"] = version_id
         try:
             body = self.client.get_object(**kwargs)["Body"]
         except self.client.exceptions.ClientError as exc:
@@ -96,10 +108,12 @@ class ObjectStore:
         self.client.delete_object(Bucket=self.bucket, Key=key)
 
     def delete_prefix(self, prefix: str) -> int:
+        """Every object under ``prefix``, each of its versions and delete markers included."""
         deleted = 0
-        paginator = self.client.get_paginator("list_objects_v2")
+        paginator = self.client.get_paginator("list_object_versions")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-            keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
+            keys = [{"Key": obj["Key"], "VersionId": obj["VersionId"]}
+                    for obj in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]]
             if keys:
                 self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
                 deleted += len(keys)

@@ -56,9 +56,11 @@ class DeploySpec(BaseModel):
     model_bucket: str = Field(min_length=1)
     model_key: str = Field(min_length=1)
     model_sha256: str | None = None
+    model_version_id: str | None = Field(default=None, description="the S3 object version the checks read")
     model_name: str = "model"
     requirements_key: str | None = None
     requirements_sha256: str | None = None
+    requirements_version_id: str | None = None
     predict_token_sha256: str | None = Field(
         default=None, description="set: the prediction URL needs the deployment's token (its sha256 only)"
     )

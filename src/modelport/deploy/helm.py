@@ -175,10 +175,14 @@ def chart_values(spec: DeploySpec) -> dict[str, Any]:
     model: dict[str, Any] = {"bucket": spec.model_bucket, "key": spec.model_key, "name": spec.model_name}
     if spec.model_sha256:
         model["sha256"] = spec.model_sha256
+    if spec.model_version_id:
+        model["versionId"] = spec.model_version_id
     if spec.requirements_key:
         model["requirementsKey"] = spec.requirements_key
     if spec.requirements_sha256:
         model["requirementsSha256"] = spec.requirements_sha256
+    if spec.requirements_version_id:
+        model["requirementsVersionId"] = spec.requirements_version_id
     s3: dict[str, Any] = {"endpoint": spec.s3_endpoint or "", "useSSL": spec.s3_use_ssl, "region": spec.s3_region}
     if spec.s3_existing_secret:
         s3["existingSecret"] = spec.s3_existing_secret

@@ -46,6 +46,9 @@ class Artifact(BaseModel):
     size: int
     sha256: str
     etag: str | None = None
+    # the S3 object version that was checked (the bucket is versioned): what every replica fetches,
+    # so a later write to the key (an old presigned URL used again) changes nothing that serves
+    version_id: str | None = None
 
 
 class Model(BaseModel):

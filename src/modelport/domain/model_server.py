@@ -49,8 +49,11 @@ class ServerConfig(BaseModel):
     model_uri: str = Field(alias="MODEL_URI", min_length=1,
                            description="s3://bucket/key, bucket/key or a local path to a joblib/pickle file")
     model_sha256: str | None = Field(default=None, alias="MODEL_SHA256", description="refuse a file with another")
+    model_version_id: str | None = Field(default=None, alias="MODEL_VERSION_ID",
+                                         description="the S3 object version to fetch (the one that was checked)")
     requirements_uri: str | None = Field(default=None, alias="REQUIREMENTS_URI")
     requirements_sha256: str | None = Field(default=None, alias="REQUIREMENTS_SHA256")
+    requirements_version_id: str | None = Field(default=None, alias="REQUIREMENTS_VERSION_ID")
     model_name: str = Field(default="model", alias="MODEL_NAME", description="the name in V1/V2 paths")
     host: str = Field(default="0.0.0.0", alias="SERVER_HOST", description="a pod serves on all interfaces")  # noqa: S104
     port: int = Field(default=8080, ge=0, le=65535, alias="PORT")

@@ -13,7 +13,6 @@ starts the pollers; ``stop()`` stops them in reverse order.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import threading
@@ -24,6 +23,7 @@ from urllib.parse import quote_plus
 
 import boto3
 
+from modelport.artifacts.storage import ObjectStore
 from modelport.local.sqs import Handler, SqsEventSource, ensure_queues, setup_upload_events
 from modelport.local.stand_ins import Endpoints
 from modelport.local.streams import StreamPoller, StreamSourceConfig
@@ -105,8 +105,7 @@ class EventSources:
 
     def start(self, *, deployer: Handler, artifacts: Handler) -> None:
         settings, bucket = self.settings, self.settings.minio_bucket_name
-        with contextlib.suppress(self.s3.exceptions.BucketAlreadyOwnedByYou, self.s3.exceptions.BucketAlreadyExists):
-            self.s3.create_bucket(Bucket=bucket)
+        ObjectStore(settings, self.s3).ensure_bucket()
         source = self.template.function("artifacts").event_source
         queue = source.queue if source is not None else None
         max_receive = (queue.max_receive_count if queue else None) or 5

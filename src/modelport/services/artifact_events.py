@@ -34,7 +34,7 @@ from urllib.parse import unquote_plus
 from aws_lambda_powertools import Logger
 
 from modelport.artifacts.checks import inspect_model, inspect_requirements
-from modelport.artifacts.storage import ObjectStore
+from modelport.artifacts.storage import ObjectStore, object_version
 from modelport.artifacts.uploads import AUTO_DEPLOY_META, REQUIREMENTS_META
 from modelport.domain.entities import Artifact, Version, VersionStatus
 from modelport.domain.errors import Conflict, ModelportError
@@ -174,20 +174,24 @@ class ArtifactEvents:
         if size > settings.max_upload_bytes:
             return self._reject(version, f"the model file is {size} bytes; the limit is {settings.max_upload_bytes}")
         model_etag = str(model_head.get("ETag", "")).strip('"') or None
+        model_version = object_version(model_head)
         with tempfile.TemporaryFile() as model_file, tempfile.TemporaryFile() as req_file:
-            if not self.objects.download(model_key, model_etag, model_file):
+            if not self.objects.download(model_key, model_etag, model_file, model_version):
                 return self._outcome("skipped", "the model object changed or went meanwhile; its own event follows",
                                      version)
             requirements: Artifact | None = None
             try:
                 found = inspect_model(model_file, settings)
-                model = Artifact(key=model_key, size=found.size, sha256=found.sha256, etag=model_etag)
+                model = Artifact(key=model_key, size=found.size, sha256=found.sha256, etag=model_etag,
+                                 version_id=model_version)
                 if req_head is not None:
                     req_etag = str(req_head.get("ETag", "")).strip('"') or None
-                    if not self.objects.download(req_key, req_etag, req_file):
+                    req_version = object_version(req_head)
+                    if not self.objects.download(req_key, req_etag, req_file, req_version):
                         return self._outcome("skipped", "requirements.txt changed or went meanwhile", version)
                     req_found = inspect_requirements(req_file, settings)
-                    requirements = Artifact(key=req_key, size=req_found.size, sha256=req_found.sha256, etag=req_etag)
+                    requirements = Artifact(key=req_key, size=req_found.size, sha256=req_found.sha256, etag=req_etag,
+                                            version_id=req_version)
             except ModelportError as exc:
                 return self._reject(version, exc.message)
         try:

@@ -71,11 +71,13 @@ def upload_version(
     requirements = None
     req_key = artifact_key(version.model_id, version.id, REQUIREMENTS_FILE)
     if requirements_file is not None and req_found is not None:
-        req_etag = objects.put(req_key, requirements_file, {"sha256": req_found.sha256})
-        requirements = Artifact(key=req_key, size=req_found.size, sha256=req_found.sha256, etag=req_etag)
+        req_etag, req_version = objects.put(req_key, requirements_file, {"sha256": req_found.sha256})
+        requirements = Artifact(key=req_key, size=req_found.size, sha256=req_found.sha256, etag=req_etag,
+                                version_id=req_version)
     elif version.requirements_artifact is not None:
         objects.delete(req_key)  # a re-upload without requirements drops the old file
     model_key = artifact_key(version.model_id, version.id, MODEL_FILE)
-    etag = objects.put(model_key, model_file, {"sha256": model_found.sha256})
-    model = Artifact(key=model_key, size=model_found.size, sha256=model_found.sha256, etag=etag)
+    etag, model_version = objects.put(model_key, model_file, {"sha256": model_found.sha256})
+    model = Artifact(key=model_key, size=model_found.size, sha256=model_found.sha256, etag=etag,
+                     version_id=model_version)
     return register_version(store, objects, version, model, requirements)

@@ -41,14 +41,16 @@ def is_local(uri: str) -> bool:
 
 
 
-def fetch(uri: str, *, what: str, cache_dir: Path, config: ServerConfig, sha256: str | None = None) -> Path:
-    """Return a local path holding the artifact at ``uri``, verified against ``sha256`` if given."""
+def fetch(uri: str, *, what: str, cache_dir: Path, config: ServerConfig, sha256: str | None = None,
+          version_id: str | None = None) -> Path:
+    """Return a local path holding the artifact at ``uri`` (that S3 object version, if given),
+    verified against ``sha256`` if given."""
     if is_local(uri):
         path = Path(uri.removeprefix("file://")).expanduser()
         if not path.is_file():
             raise ModelLoadError(f"The {what} file {path} does not exist (or is not a file).")
     else:
-        path = _download(uri, what=what, cache_dir=cache_dir, sha256=sha256, config=config)
+        path = _download(uri, what=what, cache_dir=cache_dir, sha256=sha256, config=config, version_id=version_id)
     if sha256:
         actual = file_sha256(path)
         if actual != sha256:
@@ -59,7 +61,8 @@ def fetch(uri: str, *, what: str, cache_dir: Path, config: ServerConfig, sha256:
     return path
 
 
-def _download(uri: str, *, what: str, cache_dir: Path, sha256: str | None, config: ServerConfig) -> Path:
+def _download(uri: str, *, what: str, cache_dir: Path, sha256: str | None, config: ServerConfig,
+              version_id: str | None = None) -> Path:
     try:
         bucket, key = parse_s3_path(uri)
     except BadRequest as exc:
@@ -76,7 +79,8 @@ def _download(uri: str, *, what: str, cache_dir: Path, sha256: str | None, confi
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
     endpoint = endpoint_url(config.s3_endpoint, config.s3_use_ssl)
-    where = f"s3://{bucket}/{key}" + (f" at {endpoint}" if endpoint else "")
+    where = f"s3://{bucket}/{key}" + (f" (version {version_id})" if version_id else "") + (
+        f" at {endpoint}" if endpoint else "")
     client = boto3.client(
         "s3",
         endpoint_url=endpoint,
@@ -90,7 +94,7 @@ def _download(uri: str, *, what: str, cache_dir: Path, sha256: str | None, confi
     fd, tmp_name = tempfile.mkstemp(dir=target_dir, prefix=".part-")
     os.close(fd)
     try:
-        client.download_file(bucket, key, tmp_name)
+        client.download_file(bucket, key, tmp_name, ExtraArgs={"VersionId": version_id} if version_id else None)
         shutil.move(tmp_name, target)
     except NoCredentialsError:
         raise ModelLoadError(
@@ -99,7 +103,7 @@ def _download(uri: str, *, what: str, cache_dir: Path, sha256: str | None, confi
         ) from None
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound"):
+        if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound", "NoSuchVersion"):
             reason = "the object does not exist"
         elif code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
             reason = f"access denied ({code}): check MINIO_ACCESS_KEY and MINIO_SECRET_KEY"

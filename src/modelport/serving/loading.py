@@ -32,11 +32,13 @@ def load(config: ServerConfig, restart: Callable[[], object] | None = None) -> R
     """Fetch the model (and requirements), prepare the environment, unpickle: the whole load.
     ``restart``: see ``environment.prepare`` (a pre-warmed server's way to start afresh)."""
     cache = Path(config.model_cache_dir)
-    model_path = fetch(config.model_uri, what="model", cache_dir=cache, config=config, sha256=config.model_sha256)
+    model_path = fetch(config.model_uri, what="model", cache_dir=cache, config=config, sha256=config.model_sha256,
+                       version_id=config.model_version_id)
     environment = Environment()
     if config.requirements_uri:
         requirements_path = fetch(config.requirements_uri, what="requirements.txt", cache_dir=cache,
-                                  config=config, sha256=config.requirements_sha256)
+                                  config=config, sha256=config.requirements_sha256,
+                                  version_id=config.requirements_version_id)
         environment = prepare(requirements_path, cache, restart)
     # imported here, not at the top: runtime imports numpy, which must come after the model's
     # requirements environment is active (environment.prepare)
