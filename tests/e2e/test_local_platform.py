@@ -325,3 +325,74 @@ def test_an_old_presigned_url_cannot_change_what_a_deployment_serves(
             assert after["model_artifact"]["version_id"]  # the object version the checks read, pinned
     finally:
         assert up.stop() == 0, "\n".join(up.lines[-30:])
+
+
+def test_soak_random_operations_and_a_restart_end_in_final_states_that_match_what_serves(
+    tmp_path: Path, iris: tuple[Path, list[int]],
+) -> None:
+    """A bounded soak (fixed seed, so a failure replays): creates, duplicate creates, deploys,
+    scales, deletes, a restart in the middle; afterwards every deployment record is READY and
+    serves, and every deleted one is gone and answers 404."""
+    import random
+
+    model_path, expected = iris
+    rng = random.Random(20261203)
+    state = tmp_path / "state"
+    port, gateway_port = free_port(), free_port()
+    args = ("--persist", "--state-dir", str(state))
+    up = start_up(tmp_path, *args, port=port, gateway_port=gateway_port)
+    live: dict[int, int] = {}  # deployment id -> replicas asked for
+    gone: set[int] = set()
+    versions: list[int] = []
+    names: list[str] = []
+    try:
+        for step in range(30):
+            if step == 15:  # a restart in the middle, with deployments in every state
+                assert up.stop() == 0, "\n".join(up.lines[-30:])
+                up = start_up(tmp_path, *args, port=port, gateway_port=gateway_port)
+            with up.client() as client:
+                choice = rng.choice(["model", "duplicate", "deploy", "deploy", "scale", "scale", "delete"])
+                if choice == "model" or not versions:
+                    names.append(f"soak-{step}")
+                    created = client.post("/models", json={"name": names[-1]}).raise_for_status().json()
+                    version = client.post(f"/models/{created['id']}/versions", json={}).raise_for_status().json()
+                    with model_path.open("rb") as handle:
+                        uploaded = client.post(f"/versions/{version['id']}/upload",
+                                               files={"model_file": ("model.joblib", handle)})
+                    assert uploaded.status_code == 200, uploaded.text
+                    versions.append(version["id"])
+                elif choice == "duplicate" and names:
+                    assert client.post("/models", json={"name": rng.choice(names)}).status_code == 409
+                elif choice == "deploy" or not live:
+                    replicas = rng.randint(1, 2)
+                    made = client.post(f"/versions/{rng.choice(versions)}/deployments", json={"replicas": replicas})
+                    assert made.status_code == 201, made.text
+                    live[made.json()["id"]] = replicas
+                elif choice == "scale":
+                    target = rng.choice(sorted(live))
+                    live[target] = rng.randint(1, 3)
+                    scaled = client.patch(f"/deployments/{target}", json={"replicas": live[target]})
+                    assert scaled.status_code == 200, scaled.text
+                else:
+                    target = rng.choice(sorted(live))
+                    assert client.delete(f"/deployments/{target}").status_code == 202
+                    gone.add(target)
+                    del live[target]
+        with up.client() as client:
+            for deployment_id, replicas in sorted(live.items()):
+                url = wait_status(client, deployment_id, replicas=replicas, timeout=180)["url"]
+                answer = httpx.post(url + "/predict", json={"instances": IRIS_ROWS}, timeout=30)
+                assert answer.status_code == 200 and answer.json()["predictions"] == expected, answer.text
+            deadline = time.monotonic() + 120
+            for deployment_id in sorted(gone):
+                while client.get(f"/deployments/{deployment_id}").status_code != 404:
+                    assert time.monotonic() < deadline, f"deployment {deployment_id} was not deleted"
+                    time.sleep(0.2)
+                answer = httpx.post(f"{up.gateway}/api/v1/predict/{deployment_id}/predict",
+                                    json={"instances": IRIS_ROWS})
+                assert answer.status_code == 404
+            listed = client.get("/deployments", params={"limit": 100}).json()["items"]
+            assert sorted(d["id"] for d in listed) == sorted(live)
+            assert all(d["status"] == "READY" for d in listed)
+    finally:
+        assert up.stop() == 0, "\n".join(up.lines[-30:])
