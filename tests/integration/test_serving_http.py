@@ -383,6 +383,15 @@ def test_requirements_pin_differing_from_the_server_is_installed(tmp_path: Path)
 # --- S3 / MinIO -------------------------------------------------------------------------------------
 
 
+def serves_iris_then_stops(proc: ServerProcess, models: dict[str, Any]) -> None:
+    try:
+        x = models["x_iris"][::7]
+        answer = httpx.post(f"{proc.url}/predict", json={"instances": x.tolist()}).json()
+        assert answer == {"predictions": models["iris"].predict(x).tolist()}
+    finally:
+        proc.stop()
+
+
 def test_loads_from_s3(moto_server: ServerProcess, models: dict[str, Any], tmp_path: Path) -> None:
     s3 = boto3.client("s3", endpoint_url=moto_server.url, region_name="us-east-1",
                       aws_access_key_id="testing", aws_secret_access_key="testing")
@@ -394,12 +403,7 @@ def test_loads_from_s3(moto_server: ServerProcess, models: dict[str, Any], tmp_p
     key = "serving-models/models/1/versions/1/model.joblib"
     for uri in (f"s3://{key}", key):
         proc = launch(tmp_path / uri.split(":")[0], uri, name="iris", extra=store)
-        try:
-            x = models["x_iris"][::7]
-            answer = httpx.post(f"{proc.url}/predict", json={"instances": x.tolist()}).json()
-            assert answer == {"predictions": models["iris"].predict(x).tolist()}
-        finally:
-            proc.stop()
+        serves_iris_then_stops(proc, models)
     missing = launch(tmp_path / "missing", "s3://serving-models/nope/model.joblib", extra=store, ready=False)
     code, log = exit_message(missing)
     assert code == 1 and "s3://serving-models/nope/model.joblib" in log and "does not exist" in log
@@ -423,12 +427,7 @@ def test_a_pinned_object_version_is_what_loads_after_the_key_is_overwritten(
              "MINIO_SECRET_KEY": "testing", "MINIO_USE_SSL": "false", "MODEL_SHA256": sha256(checked)}
     proc = launch(tmp_path / "pinned", f"s3://pinned-models/{key}", name="iris",
                   extra={**store, "MODEL_VERSION_ID": first})
-    try:
-        x = models["x_iris"][::7]
-        answer = httpx.post(f"{proc.url}/predict", json={"instances": x.tolist()}).json()
-        assert answer == {"predictions": models["iris"].predict(x).tolist()}
-    finally:
-        proc.stop()
+    serves_iris_then_stops(proc, models)
     # unpinned, the same replica would load the overwritten object, which its sha256 refuses
     unpinned = launch(tmp_path / "unpinned", f"s3://pinned-models/{key}", name="iris", extra=store, ready=False)
     code, log = exit_message(unpinned)
