@@ -17,6 +17,7 @@ from modelport.settings import Settings
 
 #: how a file that joblib or pickle can load begins
 _PICKLE_PROTOCOL_MARK = 0x80  # protocol 2+ pickles start with PROTO
+_PROTOCOL_0_STARTS = {b"(", b"c", b"]", b"}", b")"}  # MARK, GLOBAL, empty list/dict/tuple: protocols 0-1
 _JOBLIB_COMPRESSED = (
     b"ZF", b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"]\x00\x00", b"\x28\xb5\x2f\xfd", b"\x04\x22\x4d\x18"
 )
@@ -42,10 +43,10 @@ def _measure(stream: IO[bytes], limit: int, what: str) -> Inspected:
 
 
 def looks_like_model_file(head: bytes) -> bool:
-    """A pickle (protocol 2+), or one of joblib's compressed containers."""
+    """A pickle (protocols 0-1 by their first opcode, 2+ by PROTO), or one of joblib's compressed containers."""
     if not head:
         return False
-    if head[0] == _PICKLE_PROTOCOL_MARK:
+    if head[0] == _PICKLE_PROTOCOL_MARK or head[:1] in _PROTOCOL_0_STARTS:
         return True
     if head.startswith(_JOBLIB_COMPRESSED):
         return True

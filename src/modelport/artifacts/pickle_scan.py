@@ -30,7 +30,9 @@ from modelport.domain.pickle_policy import (
     PicklePolicy,
     RefusedGlobal,
     UnreadableArray,
+    UnsafeArgument,
     array_layout,
+    guarded,
     lookup_name,
     wrapper_count,
 )
@@ -123,7 +125,22 @@ class _Walker(pickle._Unpickler):  # type: ignore[name-defined,misc]
     def persistent_load(self, pid: Any) -> Any:
         raise ScanError("the pickle refers to persistent objects outside the file")
 
+    @staticmethod
+    def _check_call(func: Any, args: Any) -> None:
+        check = guarded(*func._global) if isinstance(func, type) and issubclass(func, _Stub) else None
+        if check is not None:
+            try:  # the stand-in is pure: called on the pickled arguments, as the loader will call it
+                check(*args)
+            except (UnsafeArgument, TypeError) as exc:
+                raise ScanError(str(exc)) from exc
+
+    def _instantiate(self, klass: Any, args: Any) -> None:  # INST and OBJ
+        if args:
+            self._check_call(klass, args)
+        super()._instantiate(klass, args)
+
     def _load_reduce(self) -> None:
+        self._check_call(self.stack[-2], self.stack[-1])
         pickle._Unpickler.dispatch[pickle.REDUCE[0]](self)  # type: ignore[attr-defined]
         top = self.stack[-1]
         if isinstance(top, _Stub):

@@ -12,8 +12,9 @@ Guarantees:
 - ``parse_trusted_globals`` refuses an owner trust entry that is not ``package.module.Name`` or
   that names a module of the Python runtime (builtins, os, subprocess, importlib, ...): an owner can
   trust their own classes, never a general-purpose callable.
-- ``guarded(module, name)``: the checked stand-ins the loader returns for the two listed helpers
-  whose arguments matter (``_codecs.encode`` latin-1 only, ``copyreg._reconstructor`` classes only).
+- ``guarded(module, name)``: the checked stand-in the loader returns for the one listed helper
+  whose arguments matter (``_codecs.encode``: latin-1 text only); the upload walk calls the same
+  stand-in on the pickled arguments, so both refuse the same calls.
 - ``array_layout`` / ``wrapper_count``: how many bytes a joblib array header makes joblib read
   after it, computed from the pickled values alone. Both the static walk and the loader use them
   and refuse (fail closed) whatever they cannot size for certain, so the two never disagree on
@@ -25,7 +26,6 @@ Pure standard library: the artifacts Lambda has no NumPy.
 from __future__ import annotations
 
 import _compat_pickle
-import copyreg
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -169,16 +169,8 @@ def _latin1_encode(obj: Any, encoding: str = "utf-8", errors: str = "strict") ->
     return obj.encode("latin-1")
 
 
-def _class_reconstructor(cls: Any, base: Any, state: Any) -> Any:
-    # protocol 0/1's way to build an instance: only with classes (which the list already admitted)
-    if not isinstance(cls, type) or not isinstance(base, type) or not issubclass(cls, base):
-        raise UnsafeArgument("copyreg._reconstructor is allowed with a class and its base only")
-    return copyreg._reconstructor(cls, base, state)  # type: ignore[attr-defined]
-
-
 _GUARDED: dict[tuple[str, str], Callable[..., Any]] = {
     ("_codecs", "encode"): _latin1_encode,
-    ("copyreg", "_reconstructor"): _class_reconstructor,
 }
 
 
