@@ -38,18 +38,20 @@ class Benign:
 
 
 def answer(model: Any, x: Any) -> Any:
-    """What a user would compare: predict, else transform, else the fitted labels."""
-    for method in ("predict", "transform"):
+    """What a user would compare: predict, else transform, else scores, else what was fitted."""
+    for method in ("predict", "transform", "score_samples", "kneighbors"):
         if callable(getattr(model, method, None)):
             try:
                 out = getattr(model, method)(x)
             except Exception:  # noqa: BLE001, S112 - e.g. transductive models; try the next
                 continue
+            out = out[0] if isinstance(out, tuple) else out
             return out.toarray() if hasattr(out, "toarray") else out
-    for attribute in ("labels_", "embedding_", "components_", "rows_", "classes_"):
+    for attribute in ("labels_", "embedding_", "components_", "covariance_", "negative_outlier_factor_", "rows_",
+                      "classes_"):
         if hasattr(model, attribute):
             return getattr(model, attribute)
-    return None
+    return repr(model.get_params(deep=False)) if hasattr(model, "get_params") else None
 
 
 def same(a: Any, b: Any) -> bool:
