@@ -19,9 +19,7 @@ Guarantees:
 
 from __future__ import annotations
 
-import lzma
 import pickle
-import zlib
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -126,21 +124,31 @@ class _Walker(pickle._Unpickler):  # type: ignore[name-defined,misc]
         raise ScanError("the pickle refers to persistent objects outside the file")
 
     @staticmethod
-    def _check_call(func: Any, args: Any) -> None:
+    def _guarded_call(func: Any, args: Any) -> tuple[bool, Any]:
+        """(True, result) for a listed helper the loader replaces with a checked stand-in: the
+        stand-in is pure, so it is called on the pickled arguments exactly as the loader will."""
         check = guarded(*func._global) if isinstance(func, type) and issubclass(func, _Stub) else None
-        if check is not None:
-            try:  # the stand-in is pure: called on the pickled arguments, as the loader will call it
-                check(*args)
-            except (UnsafeArgument, TypeError) as exc:
-                raise ScanError(str(exc)) from exc
+        if check is None:
+            return False, None
+        try:
+            return True, check(*args)
+        except (UnsafeArgument, TypeError, ValueError) as exc:
+            raise ScanError(str(exc)) from exc
 
     def _instantiate(self, klass: Any, args: Any) -> None:  # INST and OBJ
         if args:
-            self._check_call(klass, args)
+            called, result = self._guarded_call(klass, args)
+            if called:
+                self.append(result)
+                return
         super()._instantiate(klass, args)
 
     def _load_reduce(self) -> None:
-        self._check_call(self.stack[-2], self.stack[-1])
+        called, result = self._guarded_call(self.stack[-2], self.stack[-1])
+        if called:
+            self.stack.pop()
+            self.stack[-1] = result
+            return
         pickle._Unpickler.dispatch[pickle.REDUCE[0]](self)  # type: ignore[attr-defined]
         top = self.stack[-1]
         if isinstance(top, _Stub):
@@ -207,8 +215,7 @@ def scan_model_file(stream: IO[bytes], max_bytes: int, policy: PicklePolicy | No
         if verdict.refused:  # what it refused before the walk had to stop is the verdict
             return verdict
         raise ScanError(str(exc)) from exc
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, KeyError, IndexError,
-            OSError, lzma.LZMAError, zlib.error, RecursionError, MemoryError, OverflowError) as exc:
+    except Exception as exc:  # noqa: BLE001 - the walk runs only stand-ins: any failure means "cannot follow"
         if verdict.refused:
             return verdict
         raise ScanError(f"the pickle cannot be read statically ({type(exc).__name__}: {exc})") from exc

@@ -12,9 +12,10 @@ Guarantees:
 - ``parse_trusted_globals`` refuses an owner trust entry that is not ``package.module.Name`` or
   that names a module of the Python runtime (builtins, os, subprocess, importlib, ...): an owner can
   trust their own classes, never a general-purpose callable.
-- ``guarded(module, name)``: the checked stand-in the loader returns for the one listed helper
-  whose arguments matter (``_codecs.encode``: latin-1 text only); the upload walk calls the same
-  stand-in on the pickled arguments, so both refuse the same calls.
+- ``guarded(module, name)``: the checked stand-ins the loader returns for the listed helpers
+  whose arguments matter (``_codecs.encode``: latin-1 text only; ``bytes``/``bytearray``: from
+  data, not a size); the upload walk calls the same stand-ins on the pickled arguments, so both
+  refuse the same calls.
 - ``array_layout`` / ``wrapper_count``: how many bytes a joblib array header makes joblib read
   after it, computed from the pickled values alone. Both the static walk and the loader use them
   and refuse (fail closed) whatever they cannot size for certain, so the two never disagree on
@@ -169,8 +170,20 @@ def _latin1_encode(obj: Any, encoding: str = "utf-8", errors: str = "strict") ->
     return obj.encode("latin-1")
 
 
+def _no_size(kind: type) -> Callable[..., Any]:
+    # bytes(n) / bytearray(n) would allocate n zero bytes: pickles build them from data only
+    def build(*args: Any) -> Any:
+        if args and not isinstance(args[0], (str, bytes, bytearray, list)):
+            raise UnsafeArgument(f"builtins.{kind.__name__} is allowed from data only")
+        return kind(*args)
+
+    return build
+
+
 _GUARDED: dict[tuple[str, str], Callable[..., Any]] = {
     ("_codecs", "encode"): _latin1_encode,
+    ("builtins", "bytes"): _no_size(bytes),
+    ("builtins", "bytearray"): _no_size(bytearray),
 }
 
 
