@@ -74,3 +74,53 @@ def test_hostile_file_is_rejected_at_upload_and_refused_at_load(index: int, mark
     assert "Traceback" not in message
     assert not marker.exists()
     assert _AUDITED == []
+
+
+class OwnersTransformer:
+    """An owner's own class: not on the list, loadable only when the version trusts it."""
+
+    def predict(self, x: object) -> list[int]:
+        return [1]
+
+
+def test_an_owners_class_needs_the_versions_own_trust_list(tmp_path: Path) -> None:
+    import pickle
+
+    from modelport.domain.model_server import ServerConfig
+    from modelport.domain.pickle_policy import PicklePolicy
+
+    name = f"{__name__}.OwnersTransformer"
+    data = pickle.dumps(OwnersTransformer(), protocol=4)
+    with pytest.raises(BadRequest) as rejected:
+        inspect_model(io.BytesIO(data), SETTINGS)
+    assert rejected.value.code == "unsafe_model" and name in rejected.value.message
+    config = ServerConfig.from_env({"MODEL_URI": "m.pkl", "MODEL_TRUSTED_GLOBALS": name})
+    policy = PicklePolicy.for_version((), config.trusted())
+    inspect_model(io.BytesIO(data), SETTINGS, policy)
+    path = tmp_path / "model.pkl"
+    path.write_bytes(data)
+    assert load_model(path, "m", policy=policy).warnings == [f"trusted by owner: {name}"]
+    with pytest.raises(ModelLoadError, match="OwnersTransformer"):
+        load_model(path, "m")  # another version (no trust list) does not inherit it
+
+
+@pytest.mark.parametrize("entry", ["builtins.eval", "os.system", "posix.system", "subprocess.Popen", "eval",
+                                   "importlib.import_module", "mypkg.*", "functools.partial"])
+def test_no_trust_list_can_name_a_general_purpose_callable(entry: str) -> None:
+    from modelport.api.schemas import VersionCreate
+    from modelport.domain.model_server import ServerConfig
+
+    with pytest.raises(ValueError, match="trusted global"):
+        VersionCreate(trusted_globals=[entry])
+    with pytest.raises(ValueError, match="MODEL_TRUSTED_GLOBALS"):
+        ServerConfig.from_env({"MODEL_URI": "m.pkl", "MODEL_TRUSTED_GLOBALS": entry})
+
+
+def test_known_packages_in_requirements_add_their_estimators_only() -> None:
+    from modelport.domain.pickle_policy import PicklePolicy
+
+    plain, boosted = PicklePolicy.for_version(), PicklePolicy.for_version(["XGBoost", "requests"])
+    assert not plain.admits("xgboost.sklearn", "XGBClassifier")
+    assert boosted.admits("xgboost.sklearn", "XGBClassifier") and boosted.packages == ("xgboost",)
+    assert not boosted.admits("xgboost.core", "_deprecate_positional_args")
+    assert boosted.allowed - plain.allowed == {(m, n) for m, n in boosted.allowed if m.startswith("xgboost.")}

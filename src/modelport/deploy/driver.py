@@ -59,6 +59,7 @@ class DeploySpec(BaseModel):
     model_name: str = "model"
     requirements_key: str | None = None
     requirements_sha256: str | None = None
+    trusted_globals: tuple[str, ...] = Field(default=(), description="the version owner's trust list (module.Name)")
     predict_token_sha256: str | None = Field(
         default=None, description="set: the prediction URL needs the deployment's token (its sha256 only)"
     )

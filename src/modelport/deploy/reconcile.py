@@ -104,6 +104,7 @@ def build_spec(deployment: Deployment, version: Version, settings: Settings) -> 
         model_sha256=version.model_artifact.sha256 if version.model_artifact else None,
         requirements_key=requirements.key if requirements else None,
         requirements_sha256=requirements.sha256 if requirements else None,
+        trusted_globals=tuple(version.trusted_globals),
         predict_token_sha256=deployment.predict_token_sha256,
         replicas=deployment.replicas,
         image=image,

@@ -153,7 +153,13 @@ class PicklePolicy:
 
     def describe(self) -> str:
         """What the version's status shows about this policy ("" when it is the plain list)."""
-        return f"trusted by owner: {', '.join(self.trusted_by_owner)}" if self.trusted_by_owner else ""
+        return trust_note(self.trusted_by_owner)
+
+
+def trust_note(trusted: Iterable[str]) -> str:
+    """The status line of a version whose owner trusted globals ("" when none)."""
+    names = ", ".join(trusted)
+    return f"trusted by owner: {names}" if names else ""
 
 
 # ---------------------------------------------------------------- guarded helpers

@@ -96,4 +96,4 @@ class LocalRelease:
 def artifact_key(spec: DeploySpec) -> tuple[Any, ...]:
     """What makes two specs need different processes (everything but the replica count)."""
     return (spec.model_bucket, spec.model_key, spec.model_sha256, spec.requirements_key,
-            spec.requirements_sha256, spec.model_name, spec.path, spec.predict_token_sha256)
+            spec.requirements_sha256, spec.model_name, spec.path, spec.predict_token_sha256, spec.trusted_globals)
