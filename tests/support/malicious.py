@@ -3,8 +3,9 @@
 ``malicious_files(marker)`` returns :class:`Hostile` cases; each one's payload, if it ever ran,
 would create the file ``marker`` (a shell ``touch``, a Python ``open``, a file-copying or
 file-writing API, a spawned process). ``named`` is the first global the guard must name in its refusal
-(getattr chains are refused at ``builtins.getattr``; None for the desynchronisation tricks and the
-misused listed helper, which are refused at the header or the call, before the payload is reached). Built from raw opcodes so that each family is exactly what it says.
+(getattr chains are refused at ``builtins.getattr``; None for the desynchronisation tricks and
+the misused listed helper, refused at the header or the call, before the payload is reached).
+Built from raw opcodes so that each family is exactly what it says.
 """
 
 from __future__ import annotations
@@ -134,7 +135,8 @@ def malicious_files(marker: str) -> list[Hostile]:
     # 2. BUILD gadgets: an instance attribute named __setstate__ is what BUILD calls next
     gadget = P.EMPTY_DICT + text("__setstate__") + glob("posix", "system") + P.SETITEM
     add("BUILD __setstate__ gadget (SimpleNamespace)",
-        proto(2, call(glob("types", "SimpleNamespace")) + gadget + P.BUILD + text(cmd) + P.BUILD), "types.SimpleNamespace")
+        proto(2, call(glob("types", "SimpleNamespace")) + gadget + P.BUILD + text(cmd) + P.BUILD),
+        "types.SimpleNamespace")
     add("BUILD __setstate__ gadget on a listed class",
         proto(2, glob("sklearn.linear_model._logistic", "LogisticRegression") + P.EMPTY_TUPLE + P.NEWOBJ
               + gadget + P.BUILD + text(cmd) + P.BUILD), "posix.system")
@@ -148,7 +150,8 @@ def malicious_files(marker: str) -> list[Hostile]:
     add("numpy.memmap (creates its file)", proto(2, call(glob("numpy", "memmap"), text(marker), P.NONE, text("w+"),
                                                          P.BININT1 + b"\x00", tup(P.BININT1 + b"\x01"))),
         "numpy.memmap")
-    add("joblib.dump", proto(2, call(glob("joblib.numpy_pickle", "dump"), P.NONE, text(marker))), "joblib.numpy_pickle.dump")
+    add("joblib.dump", proto(2, call(glob("joblib.numpy_pickle", "dump"), P.NONE, text(marker))),
+        "joblib.numpy_pickle.dump")
     # 4. compile-and-run helpers
     interp = call(glob("code", "InteractiveInterpreter"))
     add("code.InteractiveInterpreter.runsource", proto(2, call(attr(interp, "runsource"), text(src))),
@@ -172,7 +175,8 @@ def malicious_files(marker: str) -> list[Hostile]:
     add("importlib.import_module", proto(2, call(attr(os_module, "system"), text(cmd))), "builtins.getattr")
     add("builtins.__import__ + getattr", proto(2, call(attr(call(glob("builtins", "__import__"), text("os")), "system"),
                                                        text(cmd))), "builtins.getattr")
-    add("builtins.getattr on a listed class", proto(2, call(attr(glob("numpy", "ndarray"), "tofile"))), "builtins.getattr")
+    add("builtins.getattr on a listed class", proto(2, call(attr(glob("numpy", "ndarray"), "tofile"))),
+        "builtins.getattr")
     add("operator.attrgetter", proto(2, call(call(call(glob("operator", "attrgetter"), text("system")), os_module),
                                              text(cmd))), "operator.attrgetter")
     add("operator.methodcaller", proto(2, call(call(glob("operator", "methodcaller"), text("system"), text(cmd)),

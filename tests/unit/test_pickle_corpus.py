@@ -22,7 +22,15 @@ from modelport.domain.pickle_policy import PicklePolicy
 from modelport.serving.runtime import load_model
 from modelport.serving.unpickler import load_guarded
 from modelport.settings import Settings
-from tests.support.corpus import JOBLIB_COMPRESS, PICKLE_PROTOCOLS, answer, benign_models, joblib_bytes, pickle_bytes, same
+from tests.support.corpus import (
+    JOBLIB_COMPRESS,
+    PICKLE_PROTOCOLS,
+    answer,
+    benign_models,
+    joblib_bytes,
+    pickle_bytes,
+    same,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
 SETTINGS = Settings(max_upload_bytes=200 * 1024 * 1024)

@@ -119,8 +119,10 @@ def _text(s: str) -> bytes:
     return pickle.SHORT_BINUNICODE + bytes([len(raw)]) + raw
 
 
-NAMES = [(SENTINEL, "boom"), ("posix", "system"), ("builtins", "getattr"), ("numpy", "dtype"), ("numpy", "ndarray"),
-         ("numpy._core.multiarray", "_reconstruct"), ("joblib.numpy_pickle", "NumpyArrayWrapper"), ("_codecs", "encode"),
+NAMES = [(SENTINEL, "boom"), ("posix", "system"), ("builtins", "getattr"), ("numpy", "dtype"),
+         ("numpy", "ndarray"),
+         ("numpy._core.multiarray", "_reconstruct"), ("joblib.numpy_pickle", "NumpyArrayWrapper"),
+         ("_codecs", "encode"),
          ("collections", "OrderedDict"), ("builtins", "set"), ("sklearn.linear_model._logistic", "LogisticRegression")]
 FRAGMENTS = st.one_of(
     st.sampled_from(NAMES).map(lambda k: pickle.GLOBAL + f"{k[0]}\n{k[1]}\n".encode()),

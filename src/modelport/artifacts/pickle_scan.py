@@ -65,6 +65,7 @@ class _Stub:
     """What a recorded global stands for: it accepts any call and any state, and does nothing."""
 
     _global: tuple[str, str] = ("", "")
+    reduced: bool
 
     def __new__(cls, *args: Any, **kwargs: Any) -> _Stub:
         obj = object.__new__(cls)
@@ -95,10 +96,13 @@ class _Array:
     """What a joblib array header becomes once its payload is consumed (joblib pushes the array)."""
 
 
-class _Walker(pickle._Unpickler):  # type: ignore[name-defined,misc]
+_Unpickler: Any = pickle._Unpickler  # type: ignore[attr-defined]  # the pure-Python one joblib extends
+
+
+class _Walker(_Unpickler):
     """joblib's unpickler, minus every import and every call of the file's code."""
 
-    dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
+    dispatch = dict(_Unpickler.dispatch)
     proto: int
     fix_imports: bool
     stack: list[Any]
@@ -149,10 +153,10 @@ class _Walker(pickle._Unpickler):  # type: ignore[name-defined,misc]
             self.stack.pop()
             self.stack[-1] = result
             return
-        pickle._Unpickler.dispatch[pickle.REDUCE[0]](self)  # type: ignore[attr-defined]
+        _Unpickler.dispatch[pickle.REDUCE[0]](self)
         top = self.stack[-1]
         if isinstance(top, _Stub):
-            top.reduced = True  # type: ignore[attr-defined]
+            top.reduced = True
 
     dispatch[pickle.REDUCE[0]] = _load_reduce
 
@@ -161,7 +165,7 @@ class _Walker(pickle._Unpickler):  # type: ignore[name-defined,misc]
         wrapper = isinstance(inst, _Stub) and inst._global == _WRAPPER
         if wrapper and (inst.states or inst.initialized):  # type: ignore[union-attr]
             raise ScanError("a joblib array header was built twice")
-        pickle._Unpickler.dispatch[pickle.BUILD[0]](self)  # type: ignore[attr-defined]
+        _Unpickler.dispatch[pickle.BUILD[0]](self)
         if wrapper:
             self._skip_array(inst.states[0])  # type: ignore[union-attr]
             self.stack[-1] = _Array()
@@ -180,7 +184,7 @@ class _Walker(pickle._Unpickler):  # type: ignore[name-defined,misc]
         itemsize, hasobject = array_layout(dtype.args[0], dtype.states[0])  # type: ignore[attr-defined]
         if hasobject:
             # joblib reads a nested pickle with a plain Unpickler and the outer find_class
-            inner = pickle._Unpickler(self._raw)  # type: ignore[attr-defined]
+            inner = _Unpickler(self._raw)
             inner.find_class = self.find_class
             inner.persistent_load = self.persistent_load
             inner.load()

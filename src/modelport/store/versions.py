@@ -81,7 +81,7 @@ class VersionRepository(Table):
         """Mark a version READY with its artifacts; 409 while a deployment uses the version. A version
         with an owner trust list says so in its status_message ("trusted by owner: mypkg.MyTransformer")."""
         record = self._version_record(None, version_id)
-        trusted = list(record.trusted_globals or [])
+        trusted = [str(entry) for entry in record.trusted_globals or []]
         actions = [
             VersionRecord.status.set(VersionStatus.READY.value),
             VersionRecord.status_message.set(trust_note(trusted)) if trusted
