@@ -7,7 +7,7 @@ save most: Pipeline, ColumnTransformer, CalibratedClassifierCV, GridSearchCV. Ea
 input its answer is compared on (``answer(model, x)``: predict, else transform, else ``labels_``).
 
 ``python -m tests.support.corpus`` prints every global the corpus's files use (joblib at every
-compression, pickle protocols 2-5): the raw material of ``src/modelport/domain/allowed_globals.txt``,
+compression, pickle protocols 2-5, skops): the raw material of ``src/modelport/domain/allowed_globals.txt``,
 which is then reviewed by hand (see that file's header).
 """
 
@@ -207,11 +207,25 @@ def globals_used(data: bytes) -> set[tuple[str, str]]:
     return seen
 
 
+def skops_names(model: Any) -> set[tuple[str, str]]:
+    """The types and functions a skops file of ``model`` names (empty when skops cannot save it)."""
+    import skops.io
+
+    from modelport.domain.skops_schema import skops_globals
+
+    try:
+        data = skops.io.dumps(model)
+    except Exception:  # noqa: BLE001 - skops cannot save every object
+        return set()
+    return set(skops_globals(io.BytesIO(data)))
+
+
 def main() -> None:
     used: set[tuple[str, str]] = set()
     for item in benign_models():
         for data in every_file(item.model):
             used |= globals_used(data)
+        used |= skops_names(item.model)
     for module, name in sorted(used):
         print(module, name)
 

@@ -221,3 +221,46 @@ def malicious_files(marker: str) -> list[Hostile]:
     add("zlib stream of a desync", zlib.compress(_after_array(_header((n,), _dtype("f8", elsize=1)),
                                                               b"\x00" + P.STOP * (8 * n), payload_then_system)), None)
     return cases
+
+
+def skops_files(marker: str) -> list[Hostile]:
+    """skops archives whose schema was rewritten to reach a callable (skops.io.load would refuse
+    most of them too, when asked to trust nothing; modelport refuses them before skops runs)."""
+    import json
+    import zipfile
+
+    import skops.io
+    from sklearn.preprocessing import FunctionTransformer
+
+    benign = skops.io.dumps(FunctionTransformer(np.log1p).fit(np.ones((2, 2))))
+
+    def rewrite(change: Any) -> bytes:
+        source = zipfile.ZipFile(io.BytesIO(benign))
+        schema = json.loads(source.read("schema.json"))
+        change(schema)
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w") as target:
+            for item in source.namelist():
+                data = source.read(item) if item != "schema.json" else json.dumps(schema).encode()
+                target.writestr(item, data)
+        return out.getvalue()
+
+    def func(module: str, name: str, loader: str = "FunctionNode") -> Any:
+        def change(schema: dict[str, Any]) -> None:
+            node = schema["content"]["content"]["func"]
+            node.update({"__module__": module, "__class__": name, "__loader__": loader})
+        return change
+
+    def obj(module: str, name: str) -> Any:
+        def change(schema: dict[str, Any]) -> None:
+            schema.update({"__module__": module, "__class__": name})
+        return change
+
+    return [
+        Hostile("skops function builtins.eval", rewrite(func("builtins", "eval")), "builtins.eval"),
+        Hostile("skops function posix.system", rewrite(func("posix", "system")), "posix.system"),
+        Hostile("skops functools.partial", rewrite(func("functools", "partial", "PartialNode")), "functools.partial"),
+        Hostile("skops object of a file-writing class", rewrite(obj("pathlib", "PosixPath")), "pathlib.PosixPath"),
+        Hostile("skops method node", rewrite(func("os", "system", "MethodNode")), None),
+        Hostile("skops unknown loader", rewrite(func("os", "system", "EvilNode")), None),
+    ]

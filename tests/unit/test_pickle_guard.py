@@ -124,3 +124,22 @@ def test_known_packages_in_requirements_add_their_estimators_only() -> None:
     assert boosted.admits("xgboost.sklearn", "XGBClassifier") and boosted.packages == ("xgboost",)
     assert not boosted.admits("xgboost.core", "_deprecate_positional_args")
     assert boosted.allowed - plain.allowed == {(m, n) for m, n in boosted.allowed if m.startswith("xgboost.")}
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_hostile_skops_file_is_rejected_at_upload_and_refused_at_load(index: int, marker: Path,
+                                                                     tmp_path: Path) -> None:
+    from tests.support.malicious import skops_files
+
+    case = skops_files(str(marker))[index]
+    with pytest.raises(BadRequest) as rejected:
+        inspect_model(io.BytesIO(case.data), SETTINGS)
+    assert rejected.value.code == ("unsafe_model" if case.named else "unverifiable_model"), rejected.value.message
+    path = tmp_path / "model.skops"
+    path.write_bytes(case.data)
+    with pytest.raises(ModelLoadError) as refused:
+        load_model(path, "m")
+    assert refused.value.message.startswith("refused to load"), refused.value.message
+    if case.named:
+        assert case.named in rejected.value.message and case.named in refused.value.message
+    assert not marker.exists()

@@ -13,6 +13,7 @@ from modelport.artifacts.storage import sha256_of
 from modelport.domain.errors import BadRequest, TooLarge
 from modelport.domain.pickle_policy import PicklePolicy
 from modelport.domain.requirements import parse_requirements
+from modelport.domain.skops_schema import is_skops
 from modelport.settings import Settings
 
 #: how a file that joblib or pickle can load begins
@@ -43,12 +44,13 @@ def _measure(stream: IO[bytes], limit: int, what: str) -> Inspected:
 
 
 def looks_like_model_file(head: bytes) -> bool:
-    """A pickle (protocols 0-1 by their first opcode, 2+ by PROTO), or one of joblib's compressed containers."""
+    """A pickle (protocols 0-1 by their first opcode, 2+ by PROTO), one of joblib's compressed
+    containers, or a skops archive."""
     if not head:
         return False
     if head[0] == _PICKLE_PROTOCOL_MARK or head[:1] in _PROTOCOL_0_STARTS:
         return True
-    if head.startswith(_JOBLIB_COMPRESSED):
+    if head.startswith(_JOBLIB_COMPRESSED) or is_skops(head):
         return True
     # joblib's zlib container: a bare zlib stream
     if len(head) >= 2 and head[0] == 0x78 and (head[0] * 256 + head[1]) % 31 == 0:

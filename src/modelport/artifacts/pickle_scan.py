@@ -15,6 +15,8 @@ Guarantees:
   a header built twice, a dtype not made by ``numpy.dtype(...)``, a truncated stream,
   out-of-band buffers, persistent ids, joblib's legacy format -- raises :class:`ScanError`: the
   file is refused as unverifiable (fail closed), never guessed at.
+- A skops archive is checked by the names its schema gives (``domain/skops_schema``), against
+  the same list, as the server checks it before ``skops.io.load``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from modelport.domain.pickle_policy import (
     lookup_name,
     wrapper_count,
 )
+from modelport.domain.skops_schema import SkopsUnreadable, is_skops, skops_globals
 
 _WRAPPER = ("joblib.numpy_pickle", "NumpyArrayWrapper")
 _NUMPY_DTYPE = ("numpy", "dtype")
@@ -212,9 +215,16 @@ def scan_model_file(stream: IO[bytes], max_bytes: int, policy: PicklePolicy | No
     Raises :class:`ScanError` when the file cannot be followed to its end statically.
     """
     verdict = ScanVerdict()
+    policy = policy or PicklePolicy.for_version()
+    stream.seek(0)
+    if is_skops(stream.read(4)):
+        try:
+            return _skops_verdict(stream, policy, verdict)
+        finally:
+            stream.seek(0)
     try:
         walked = open_pickle_stream(stream, max_bytes * 8)
-        _Walker(walked, policy or PicklePolicy.for_version(), verdict).load()
+        _Walker(walked, policy, verdict).load()
     except (ScanError, ContainerError, UnreadableArray) as exc:
         if verdict.refused:  # what it refused before the walk had to stop is the verdict
             return verdict
@@ -225,4 +235,19 @@ def scan_model_file(stream: IO[bytes], max_bytes: int, policy: PicklePolicy | No
         raise ScanError(f"the pickle cannot be read statically ({type(exc).__name__}: {exc})") from exc
     finally:
         stream.seek(0)
+    return verdict
+
+
+def _skops_verdict(stream: IO[bytes], policy: PicklePolicy, verdict: ScanVerdict) -> ScanVerdict:
+    """A skops file: every type and function its schema names, against the same list."""
+    stream.seek(0)
+    try:
+        names = skops_globals(stream)
+    except SkopsUnreadable as exc:
+        raise ScanError(str(exc)) from exc
+    for key in names:
+        verdict.imports.add(key)
+        if not policy.admits(*key):
+            verdict.refused_keys.add(key)
+            verdict.refused.append(RefusedGlobal(*key))
     return verdict

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from modelport.domain.pickle_policy import PicklePolicy, RefusedGlobal, UnreadableArray, UnsafeArgument
+from modelport.domain.skops_schema import SkopsUnreadable
 from modelport.serving.errors import InputError, ModelLoadError
 from modelport.serving.unpickler import load_guarded
 
@@ -262,7 +263,7 @@ def load_model(path: Path, name: str, environment: dict[str, object] | None = No
             model = load_guarded(path, policy)
     except RefusedGlobal as exc:
         raise ModelLoadError(_refusal_message(exc, path)) from None
-    except (UnreadableArray, UnsafeArgument) as exc:
+    except (UnreadableArray, UnsafeArgument, SkopsUnreadable) as exc:
         raise ModelLoadError(f"refused to load: the model file {path.name} cannot be read safely ({exc}); "
                              "save it again with joblib.dump or pickle.dump.") from None
     except ModuleNotFoundError as exc:

@@ -10,6 +10,9 @@ Guarantees:
 - An array header is accepted only when ``domain.pickle_policy.array_layout``/``wrapper_count``
   size it from the very values the static upload check sees, and NumPy agrees on the size:
   the loader and the check cannot be made to disagree on where the next opcode starts.
+- A skops file (``domain/skops_schema``) is loaded with ``skops.io.load(trusted=...)`` only after
+  every type its schema names and every type skops itself would not trust is admitted by the
+  same policy.
 - Failures other than a refused global are ``pickle.UnpicklingError``/``ValueError``/... for the
   caller (``runtime.load_model``) to turn into one message; nothing of the file runs meanwhile
   that is not on the list.
@@ -36,6 +39,7 @@ from modelport.domain.pickle_policy import (
     lookup_name,
     wrapper_count,
 )
+from modelport.domain.skops_schema import is_skops, skops_globals
 
 #: packages whose missing modules are reported as a version mismatch rather than a refusal
 _KNOWN_PACKAGES = ("sklearn", "numpy", "scipy", "joblib")
@@ -122,6 +126,23 @@ def _explain_refusal(module: str, name: str) -> None:
 
 
 def load_guarded(path: Path, policy: PicklePolicy) -> Any:
-    """Unpickle the model file at ``path`` through the allow-list."""
+    """Load the model file at ``path`` through the allow-list: a pickle/joblib file, or a skops file."""
     with path.open("rb") as raw:
+        if is_skops(raw.read(4)):
+            return _load_skops(path, policy)
         return GuardedUnpickler(open_pickle_stream(raw, DECOMPRESSED_LIMIT), policy).load()
+
+
+def _load_skops(path: Path, policy: PicklePolicy) -> Any:
+    """skops with its own trusted-types check: every type it would not trust by itself, and every
+    type its schema names, must be on the same list; skops then loads trusting exactly those."""
+    import skops.io  # the serving extra; imported when a skops file comes
+
+    with path.open("rb") as raw:
+        for module, name in skops_globals(raw):
+            policy.check(module, name)
+    untrusted = skops.io.get_untrusted_types(file=path)
+    for dotted in untrusted:
+        module, _, name = dotted.rpartition(".")
+        policy.check(module, name)
+    return skops.io.load(path, trusted=untrusted)
