@@ -227,6 +227,36 @@ def test_malicious_pickle_is_rejected_never_loaded_never_deployed(
     assert not marker.exists()
 
 
+class OwnersModel:
+    """An owner's own model class: not on modelport's allow-list."""
+
+    def predict(self, x: Any) -> list[int]:
+        return [0] * len(x)
+
+
+def test_an_owners_class_is_ready_only_for_the_version_that_trusts_it(platform: Platform, alice: httpx.Client) -> None:
+    import pickle
+
+    name = f"{__name__}.OwnersModel"
+    data = pickle.dumps(OwnersModel(), protocol=4)
+    model, plain = new_version(alice)
+    presigned_upload(alice, plain["id"], data)
+    platform.drain(lambda: version_status(alice, plain["id"])["status"] == "REJECTED")
+    assert name in version_status(alice, plain["id"])["status_message"]
+
+    trusting = alice.post(f"/api/v1/models/{model['id']}/versions", json={"trusted_globals": [name]})
+    assert trusting.status_code == 201 and trusting.json()["trusted_globals"] == [name]
+    presigned_upload(alice, trusting.json()["id"], data)
+    platform.drain(lambda: version_status(alice, trusting.json()["id"])["status"] == "READY")
+    assert version_status(alice, trusting.json()["id"])["status_message"] == f"trusted by owner: {name}"
+    # the API upload checks against the same version's list
+    direct = alice.post(f"/api/v1/versions/{another_version(alice, model['id'])['id']}/upload",
+                        files={"model_file": ("model.joblib", data)})
+    assert direct.status_code == 400 and direct.json()["code"] == "unsafe_model"
+    refused = alice.post(f"/api/v1/models/{model['id']}/versions", json={"trusted_globals": ["builtins.eval"]})
+    assert refused.status_code in (400, 422) and "builtins.eval" in refused.text
+
+
 def test_auto_deploy_once_even_when_the_event_comes_three_times_at_once(
     platform: Platform, alice: httpx.Client, iris_bytes: bytes
 ) -> None:

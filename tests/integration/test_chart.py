@@ -257,7 +257,8 @@ def test_server_environment_is_the_contract(rendered: dict[str, Manifest]) -> No
     assert e["MINIO_ENDPOINT"] == "minio:9000"
     assert e["MINIO_USE_SSL"] == "false"
     assert e["AWS_REGION"] == "us-east-1"
-    for optional in ("MODEL_SHA256", "REQUIREMENTS_URI", "REQUIREMENTS_SHA256", "PREDICT_TOKEN_SHA256"):
+    for optional in ("MODEL_SHA256", "REQUIREMENTS_URI", "REQUIREMENTS_SHA256", "PREDICT_TOKEN_SHA256",
+                     "MODEL_TRUSTED_GLOBALS"):
         assert optional not in e
 
     full = env(rendered["full-values.yaml"])
@@ -265,6 +266,8 @@ def test_server_environment_is_the_contract(rendered: dict[str, Manifest]) -> No
     assert full["REQUIREMENTS_URI"] == "s3://models/models/3/versions/5/requirements.txt"
     assert full["REQUIREMENTS_SHA256"] == "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752"
     assert full["MODEL_NAME"] == "iris"
+    # the version owner's own trust list, for this model only
+    assert full["MODEL_TRUSTED_GLOBALS"] == "mypkg.transformers.MyTransformer,mypkg.MyModel"
     assert full["MINIO_USE_SSL"] == "true"
     assert full["MINIO_ENDPOINT"] == "minio.storage.svc:9000"
     assert full["MICROBATCH_MAX_BATCH"] == "32"

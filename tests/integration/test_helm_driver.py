@@ -273,6 +273,9 @@ def test_chart_values_follow_the_contract() -> None:
     }
     with_secret = chart_values(make_spec(s3_existing_secret="minio-creds"))
     assert with_secret["s3"]["existingSecret"] == "minio-creds" and "accessKey" not in with_secret["s3"]
+    assert "trustedGlobals" not in values["model"]  # the plain allow-list unless the version's owner trusts more
+    trusting = chart_values(make_spec(trusted_globals=("mypkg.A", "mypkg.sub.B")))
+    assert trusting["model"]["trustedGlobals"] == "mypkg.A,mypkg.sub.B"
 
 
 def test_split_image() -> None:

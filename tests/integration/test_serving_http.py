@@ -291,7 +291,9 @@ class GatedModel:
 def test_not_ready_until_loaded(models: dict[str, Any], tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     joblib.dump(GatedModel(gate, models["iris"]), tmp_path / "slow.joblib")
-    proc = launch(tmp_path, str(tmp_path / "slow.joblib"), name="iris", ready=False)
+    # the test's own loader function: trusted by this "version" only, as an owner would
+    proc = launch(tmp_path, str(tmp_path / "slow.joblib"), name="iris", ready=False,
+                  extra={"MODEL_TRUSTED_GLOBALS": f"{__name__}._wait_for_gate"})
     try:
         with httpx.Client(base_url=proc.url, timeout=5) as client:
             assert client.get("/healthz").status_code == 200
@@ -308,6 +310,22 @@ def test_not_ready_until_loaded(models: dict[str, Any], tmp_path: Path) -> None:
             assert client.post("/predict", json={"instances": [[5.1, 3.5, 1.4, 0.2]]}).json() == {"predictions": [0]}
     finally:
         proc.stop()
+
+
+def test_hostile_model_is_refused_by_the_server_process(tmp_path: Path) -> None:
+    """Forced onto a real server (no API, no upload check): refused naming the global, never run."""
+    from tests.support.malicious import malicious_files
+
+    marker = tmp_path / "pwned"
+    case = next(c for c in malicious_files(str(marker)) if c.family == "after a joblib array")
+    (tmp_path / "model.joblib").write_bytes(case.data)
+    proc = launch(tmp_path, str(tmp_path / "model.joblib"), ready=False)
+    code, log = exit_message(proc)
+    assert code == 1
+    reasons = [r for r in map(parse_failure, log.splitlines()) if r is not None]
+    assert len(reasons) == 1 and reasons[0].startswith("refused to load: the model file would call posix.system")
+    assert "Traceback" not in log
+    assert not marker.exists()
 
 
 def test_unloadable_model_exits_with_a_clear_message(tmp_path: Path) -> None:
@@ -364,7 +382,7 @@ def test_requirements_pin_differing_from_the_server_is_installed(tmp_path: Path)
     wanted = "1.16.0" if six.__version__ != "1.16.0" else "1.15.0"
     joblib.dump(SixVersion(), tmp_path / "model.joblib")
     (tmp_path / "requirements.txt").write_text(f"six=={wanted}\nscikit-learn\n")
-    extra = {"REQUIREMENTS_URI": str(tmp_path / "requirements.txt")}
+    extra = {"REQUIREMENTS_URI": str(tmp_path / "requirements.txt"), "MODEL_TRUSTED_GLOBALS": f"{__name__}.SixVersion"}
     for cached in (False, True):  # the second start reuses the environment cached by the file's hash
         proc = launch(tmp_path, str(tmp_path / "model.joblib"), extra=extra)
         try:

@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
+from modelport.domain.pickle_policy import PicklePolicy
 from modelport.serving.batcher import Batcher
 from modelport.serving.errors import InputError, ModelLoadError
 from modelport.serving.runtime import Runner, load_model, pickled_sklearn_version
@@ -164,7 +165,9 @@ async def test_batching_off_calls_the_model_per_request(runner: Runner) -> None:
 async def test_one_bad_request_does_not_fail_its_batch(tmp_path: Path) -> None:
     path = tmp_path / "picky.joblib"
     joblib.dump(Picky(), path)
-    picky = load_model(path, "picky")
+    # the owner's own class: loaded because the version trusts it, and the runner says so
+    picky = load_model(path, "picky", policy=PicklePolicy.for_version(trusted_globals=[f"{__name__}.Picky"]))
+    assert picky.warnings == [f"trusted by owner: {__name__}.Picky"]
     batcher = Batcher(picky, enabled=True, max_batch=64, max_wait_ms=50)
     batcher.start()
     try:

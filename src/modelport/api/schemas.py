@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from modelport.domain.entities import AutoDeploy, DeploymentStatus, VersionStatus
+from modelport.domain.pickle_policy import parse_trusted_globals
 
 T = TypeVar("T")
 
@@ -37,6 +38,13 @@ class ModelOut(BaseModel):
 
 class VersionCreate(Strict):
     version: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+    #: the owner's own classes this version's model file may use beyond modelport's allow-list
+    trusted_globals: list[str] = Field(default_factory=list, max_length=32)
+
+    @field_validator("trusted_globals")
+    @classmethod
+    def _trusted(cls, value: list[str]) -> list[str]:
+        return list(parse_trusted_globals(value))
 
 
 class ArtifactOut(BaseModel):
@@ -54,6 +62,7 @@ class VersionOut(BaseModel):
     s3_path: str | None
     model_artifact: ArtifactOut | None
     requirements_artifact: ArtifactOut | None
+    trusted_globals: list[str] = []
     created_at: datetime
     updated_at: datetime
 

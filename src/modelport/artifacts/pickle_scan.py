@@ -1,52 +1,46 @@
-"""Static safety scan of a pickle or joblib file: what would it import when loaded?
+"""Static check of a pickle or joblib file against modelport's allow-list, nothing loaded.
 
-The verdict comes from picklescan's maintained lists of dangerous globals (``os.*``,
-``subprocess.*``, ``builtins.eval``/``exec``, ``posix.system`` ...). picklescan alone cannot read a
-joblib file to its end: joblib writes each numpy array's raw bytes *inside* the pickle stream,
-right after the ``NumpyArrayWrapper`` that describes it, and picklescan's opcode reader stops at
-the first array. Everything after it (the rest of the model, or an ``os.system`` hidden there) went
-unseen. So this module does joblib's framing itself, without loading anything:
-
-- joblib's compressed containers (zlib, gzip, bz2, lzma, xz) are decompressed as a stream;
-- the pickle is walked by a subclass of ``pickle._Unpickler`` -- the very class joblib's own
-  ``NumpyUnpickler`` extends, so opcodes, frames and array payloads are consumed exactly as
-  ``joblib.load`` would consume them -- whose ``find_class`` records the ``(module, name)`` and
-  returns an inert stand-in class instead of importing anything. No module of the file is imported,
-  no callable of the file runs; BUILD only stores the state on the stand-in;
-- after each ``NumpyArrayWrapper``, the array's bytes are skipped (plain dtypes) or walked as the
-  nested pickle joblib writes for object arrays;
-- every global the walk met goes to picklescan for the verdict, and picklescan also scans the raw
-  decompressed stream on its own (belt and braces).
-
-Anything the walk cannot follow (a truncated stream, a dtype it cannot size, protocol-5 out-of-band
-buffers, a legacy joblib format) fails closed: the file is refused with the reason.
+Guarantees:
+- The verdict is the model server's own policy (``domain/pickle_policy``): a global is accepted
+  only if the load-time guard would admit it, so a file REJECTED here is one the server would
+  refuse, for the same named global. Deny-lists are not consulted.
+- The file is opened by the same function the server uses (``domain/pickle_container``) and
+  walked by a subclass of ``pickle._Unpickler`` -- the class joblib's ``NumpyUnpickler`` extends --
+  whose ``find_class`` records and checks the ``(module, name)`` (mapped exactly as pickle maps
+  it) and returns an inert stand-in class: no module of the file is imported, nothing of it runs.
+- joblib's raw array payloads are consumed exactly as ``NumpyArrayWrapper.read`` consumes them,
+  sized by the domain functions the server also checks every header with (``wrapper_count``,
+  ``array_layout``); the nested pickle of an object array is walked with the outer
+  ``find_class``, as joblib does. Anything that cannot be sized for certain -- an unusual dtype,
+  a header built twice, a dtype not made by ``numpy.dtype(...)``, a truncated stream,
+  out-of-band buffers, persistent ids, joblib's legacy format -- raises :class:`ScanError`: the
+  file is refused as unverifiable (fail closed), never guessed at.
+- A skops archive is checked by the names its schema gives (``domain/skops_schema``), against
+  the same list, as the server checks it before ``skops.io.load``.
 """
 
 from __future__ import annotations
 
-import _compat_pickle
-import bz2
-import gzip
-import io
-import lzma
 import pickle
-import re
-import zlib
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from picklescan.scanner import SafetyLevel, scan_pickle_bytes
+from modelport.domain.pickle_container import CHUNK, ContainerError, open_pickle_stream
+from modelport.domain.pickle_policy import (
+    PicklePolicy,
+    RefusedGlobal,
+    UnreadableArray,
+    UnsafeArgument,
+    array_layout,
+    guarded,
+    lookup_name,
+    wrapper_count,
+)
+from modelport.domain.skops_schema import SkopsUnreadable, is_skops, skops_globals
 
-CHUNK = 1024 * 1024
-MAX_NESTING = 16
-
-_JOBLIB_WRAPPERS = {
-    ("joblib.numpy_pickle", "NumpyArrayWrapper"),
-    ("sklearn.externals.joblib.numpy_pickle", "NumpyArrayWrapper"),
-}
-_NUMPY_DTYPE = {("numpy", "dtype"), ("numpy.core.multiarray", "dtype"), ("numpy._core.multiarray", "dtype")}
-_TYPESTR = re.compile(r"^[a-zA-Z?]+(\d+)")
-_NPY_ITEM_HASOBJECT = 0x01
+_WRAPPER = ("joblib.numpy_pickle", "NumpyArrayWrapper")
+_NUMPY_DTYPE = ("numpy", "dtype")
+_ARRAY_SUBCLASSES = {("numpy", "ndarray"), ("numpy", "matrix")}
 
 
 class ScanError(Exception):
@@ -55,72 +49,80 @@ class ScanError(Exception):
 
 @dataclass
 class ScanVerdict:
-    #: dangerous globals as ``module.name``, sorted
-    dangerous: list[str] = field(default_factory=list)
+    #: the globals the allow-list refuses, in the order the file uses them
+    refused: list[RefusedGlobal] = field(default_factory=list)
     #: every global the file would import
     imports: set[tuple[str, str]] = field(default_factory=set)
+    refused_keys: set[tuple[str, str]] = field(default_factory=set)
 
     @property
     def safe(self) -> bool:
-        return not self.dangerous
+        return not self.refused
+
+    @property
+    def dangerous(self) -> list[str]:
+        return [found.global_name for found in self.refused]
 
 
 class _Stub:
     """What a recorded global stands for: it accepts any call and any state, and does nothing."""
 
     _global: tuple[str, str] = ("", "")
-    args: tuple[Any, ...]
-    state: Any
-    items: list[Any]
+    reduced: bool
 
     def __new__(cls, *args: Any, **kwargs: Any) -> _Stub:
         obj = object.__new__(cls)
         obj.args = args  # type: ignore[attr-defined]
-        obj.state = None  # type: ignore[attr-defined]
+        obj.states = []  # type: ignore[attr-defined]
         obj.items = []  # type: ignore[attr-defined]
+        obj.initialized = False  # type: ignore[attr-defined]
+        obj.reduced = False  # type: ignore[attr-defined]
         return obj
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
+        self.initialized = bool(args or kwargs)
 
     def __setstate__(self, state: Any) -> None:
-        self.state = state
+        self.states.append(state)  # type: ignore[attr-defined]
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        self.items.append((key, value))
+        self.items.append((key, value))  # type: ignore[attr-defined]
 
     def append(self, value: Any) -> None:
-        self.items.append(value)
+        self.items.append(value)  # type: ignore[attr-defined]
 
     def extend(self, values: Any) -> None:
-        self.items.extend(values)
+        self.items.extend(values)  # type: ignore[attr-defined]
 
 
-class _Walker(pickle._Unpickler):  # type: ignore[name-defined,misc]
+class _Array:
+    """What a joblib array header becomes once its payload is consumed (joblib pushes the array)."""
+
+
+_Unpickler: Any = pickle._Unpickler  # type: ignore[attr-defined]  # the pure-Python one joblib extends
+
+
+class _Walker(_Unpickler):
     """joblib's unpickler, minus every import and every call of the file's code."""
 
-    dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
+    dispatch = dict(_Unpickler.dispatch)
     proto: int
     fix_imports: bool
     stack: list[Any]
 
-    def __init__(self, file: IO[bytes], imports: set[tuple[str, str]], *, joblib_frames: bool, depth: int) -> None:
+    def __init__(self, file: IO[bytes], policy: PicklePolicy, verdict: ScanVerdict) -> None:
         super().__init__(file)
         self._raw = file
-        self._imports = imports
-        self._joblib_frames = joblib_frames
-        self._depth = depth
+        self._policy = policy
+        self._verdict = verdict
         self._stubs: dict[tuple[str, str], type[_Stub]] = {}
 
     def find_class(self, module: str, name: str) -> type[_Stub]:
-        key = (str(module), str(name))
-        self._imports.add(key)
-        if self.proto < 3 and self.fix_imports:  # what pickle itself would import (py2 names mapped)
-            if key in _compat_pickle.NAME_MAPPING:
-                key = _compat_pickle.NAME_MAPPING[key]
-            elif key[0] in _compat_pickle.IMPORT_MAPPING:
-                key = (_compat_pickle.IMPORT_MAPPING[key[0]], key[1])
-            self._imports.add(key)
+        key = lookup_name(module, name, self.proto, self.fix_imports)
+        self._verdict.imports.add(key)
+        if not self._policy.admits(*key) and key not in self._verdict.refused_keys:
+            self._verdict.refused_keys.add(key)
+            self._verdict.refused.append(RefusedGlobal(*key))
         if key not in self._stubs:
             self._stubs[key] = type("Stub", (_Stub,), {"_global": key})
         return self._stubs[key]
@@ -128,31 +130,69 @@ class _Walker(pickle._Unpickler):  # type: ignore[name-defined,misc]
     def persistent_load(self, pid: Any) -> Any:
         raise ScanError("the pickle refers to persistent objects outside the file")
 
-    def _load_build(self) -> None:
-        pickle._Unpickler.dispatch[pickle.BUILD[0]](self)  # type: ignore[attr-defined,arg-type]
-        top = self.stack[-1]
-        if self._joblib_frames and isinstance(top, _Stub) and top._global in _JOBLIB_WRAPPERS:
-            self._skip_array(top.state)
+    @staticmethod
+    def _guarded_call(func: Any, args: Any) -> tuple[bool, Any]:
+        """(True, result) for a listed helper the loader replaces with a checked stand-in: the
+        stand-in is pure, so it is called on the pickled arguments exactly as the loader will."""
+        check = guarded(*func._global) if isinstance(func, type) and issubclass(func, _Stub) else None
+        if check is None:
+            return False, None
+        try:
+            return True, check(*args)
+        except (UnsafeArgument, TypeError, ValueError) as exc:
+            raise ScanError(str(exc)) from exc
 
-    dispatch[pickle.BUILD[0]] = _load_build  # type: ignore[assignment]
+    def _instantiate(self, klass: Any, args: Any) -> None:  # INST and OBJ
+        if args:
+            called, result = self._guarded_call(klass, args)
+            if called:
+                self.append(result)
+                return
+        super()._instantiate(klass, args)
+
+    def _load_reduce(self) -> None:
+        called, result = self._guarded_call(self.stack[-2], self.stack[-1])
+        if called:
+            self.stack.pop()
+            self.stack[-1] = result
+            return
+        _Unpickler.dispatch[pickle.REDUCE[0]](self)
+        top = self.stack[-1]
+        if isinstance(top, _Stub):
+            top.reduced = True
+
+    dispatch[pickle.REDUCE[0]] = _load_reduce
+
+    def _load_build(self) -> None:
+        inst = self.stack[-2] if len(self.stack) >= 2 else None
+        wrapper = isinstance(inst, _Stub) and inst._global == _WRAPPER
+        if wrapper and (inst.states or inst.initialized):  # type: ignore[union-attr]
+            raise ScanError("a joblib array header was built twice")
+        _Unpickler.dispatch[pickle.BUILD[0]](self)
+        if wrapper:
+            self._skip_array(inst.states[0])  # type: ignore[union-attr]
+            self.stack[-1] = _Array()
+
+    dispatch[pickle.BUILD[0]] = _load_build
 
     # joblib's NumpyArrayWrapper.read_array, without building the array
     def _skip_array(self, state: Any) -> None:
-        if not isinstance(state, dict):
-            raise ScanError("a joblib array header has no readable state")
-        shape = state.get("shape")
-        if not isinstance(shape, tuple) or not all(isinstance(n, int) and n >= 0 for n in shape):
-            raise ScanError("a joblib array header has no valid shape")
-        count = 1
-        for n in shape:
-            count *= n
-        itemsize, hasobject = _dtype_layout(state.get("dtype"))
+        count, aligned = wrapper_count(state)
+        subclass, dtype = state["subclass"], state["dtype"]
+        if getattr(subclass, "_global", None) not in _ARRAY_SUBCLASSES or not isinstance(subclass, type):
+            raise ScanError("a joblib array header names an array class modelport does not read")
+        if not isinstance(dtype, _Stub) or dtype._global != _NUMPY_DTYPE or not dtype.reduced \
+                or len(dtype.states) != 1 or not dtype.args:  # type: ignore[attr-defined]
+            raise ScanError("a joblib array has a dtype modelport cannot read")
+        itemsize, hasobject = array_layout(dtype.args[0], dtype.states[0])  # type: ignore[attr-defined]
         if hasobject:
-            if self._depth >= MAX_NESTING:
-                raise ScanError("object arrays nested too deeply")
-            _Walker(self._raw, self._imports, joblib_frames=False, depth=self._depth + 1).load()
+            # joblib reads a nested pickle with a plain Unpickler and the outer find_class
+            inner = _Unpickler(self._raw)
+            inner.find_class = self.find_class
+            inner.persistent_load = self.persistent_load
+            inner.load()
             return
-        if state.get("numpy_array_alignment_bytes") is not None:
+        if aligned:
             padding = self._raw.read(1)
             if len(padding) != 1:
                 raise ScanError("the file ends inside an array")
@@ -169,147 +209,45 @@ def _discard(stream: IO[bytes], size: int) -> None:
         left -= len(chunk)
 
 
-def _dtype_layout(dtype: Any, depth: int = 0) -> tuple[int, bool]:
-    """(itemsize, hasobject) of a pickled numpy dtype stand-in, from its reduce arguments and state."""
-    if not isinstance(dtype, _Stub) or dtype._global not in _NUMPY_DTYPE or depth > MAX_NESTING:
-        raise ScanError("a joblib array has a dtype the scanner cannot read")
-    typestr = dtype.args[0] if dtype.args else None  # type: ignore[attr-defined]
-    state = dtype.state  # type: ignore[attr-defined]
-    if not isinstance(typestr, str) or not isinstance(state, tuple) or len(state) < 8:
-        raise ScanError("a joblib array has a dtype the scanner cannot read")
-    subarray, fields, elsize, flags = state[2], state[4], state[5], state[7]
-    hasobject = typestr.startswith("O") or (isinstance(flags, int) and bool(flags & _NPY_ITEM_HASOBJECT))
-    if isinstance(subarray, tuple) and subarray:
-        hasobject = hasobject or _dtype_layout(subarray[0], depth + 1)[1]
-    if isinstance(fields, dict):
-        for spec in fields.values():
-            if not isinstance(spec, tuple) or not spec:
-                raise ScanError("a joblib array has a dtype the scanner cannot read")
-            hasobject = hasobject or _dtype_layout(spec[0], depth + 1)[1]
-    if hasobject:
-        if not typestr.startswith("O"):
-            # joblib would read a nested pickle for it; we refuse rather than guess
-            raise ScanError("structured arrays holding Python objects are not supported")
-        return 0, True
-    if isinstance(elsize, int) and elsize > 0:
-        return elsize, False
-    match = _TYPESTR.match(typestr)
-    if not match:
-        raise ScanError(f"a joblib array has a dtype the scanner cannot size ({typestr!r})")
-    return int(match.group(1)), False
-
-
-class _ZlibReader(io.RawIOBase):
-    """A bare zlib stream (joblib's default compressor) read as a file."""
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        self._raw = raw
-        self._inflate = zlib.decompressobj()
-        self._buffer = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf: Any) -> int:
-        while not self._buffer:
-            if self._inflate.eof:
-                return 0
-            data = self._raw.read(CHUNK)
-            if not data:
-                self._buffer = self._inflate.flush()
-                if not self._buffer:
-                    return 0
-                break
-            self._buffer = self._inflate.decompress(data, CHUNK)
-            while not self._buffer and self._inflate.unconsumed_tail:
-                self._buffer = self._inflate.decompress(self._inflate.unconsumed_tail, CHUNK)
-        n = min(len(buf), len(self._buffer))
-        buf[:n] = self._buffer[:n]
-        self._buffer = self._buffer[n:]
-        if not self._buffer and self._inflate.unconsumed_tail:
-            self._buffer = self._inflate.decompress(self._inflate.unconsumed_tail, CHUNK)
-        return n
-
-
-class _Capped(io.RawIOBase):
-    """Refuses to read past ``limit`` bytes (a decompression bomb is refused, not followed)."""
-
-    def __init__(self, inner: IO[bytes], limit: int) -> None:
-        self._inner = inner
-        self._left = limit
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf: Any) -> int:
-        data = self._inner.read(len(buf))
-        if len(data) > self._left:
-            raise ScanError("the model file decompresses to more than the size limit allows")
-        self._left -= len(data)
-        buf[: len(data)] = data
-        return len(data)
-
-
-def open_pickle_stream(stream: IO[bytes], max_bytes: int) -> IO[bytes]:
-    """The pickle inside a joblib container (or the file itself when it is a plain pickle)."""
-    stream.seek(0)
-    head = stream.read(8)
-    stream.seek(0)
-    inner: IO[bytes]
-    if head.startswith(b"\x1f\x8b"):
-        inner = gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[assignment]
-    elif head.startswith(b"BZh"):
-        inner = bz2.BZ2File(stream, mode="rb")  # type: ignore[assignment]
-    elif head.startswith((b"\xfd7zXZ", b"]\x00\x00")):
-        inner = lzma.LZMAFile(stream, mode="rb")  # type: ignore[assignment]  # noqa: SIM115
-    elif head.startswith(b"ZF"):
-        raise ScanError("the file is in joblib's legacy (before 0.10) format; save it again with a current joblib")
-    elif head.startswith(b"\x04\x22\x4d\x18"):
-        raise ScanError("lz4-compressed joblib files cannot be scanned; save with compress=3 (zlib) or no compression")
-    elif head[:1] == b"x":
-        inner = io.BufferedReader(_ZlibReader(stream), CHUNK)
-    else:
-        return stream
-    return io.BufferedReader(_Capped(inner, max_bytes * 8), CHUNK)
-
-
-def scan_model_file(stream: IO[bytes], max_bytes: int) -> ScanVerdict:
-    """The globals a pickle/joblib file would import, and which of them picklescan calls dangerous.
+def scan_model_file(stream: IO[bytes], max_bytes: int, policy: PicklePolicy | None = None) -> ScanVerdict:
+    """The globals a pickle/joblib file would import, and which of them the policy refuses.
 
     Raises :class:`ScanError` when the file cannot be followed to its end statically.
     """
-    imports: set[tuple[str, str]] = set()
+    verdict = ScanVerdict()
+    policy = policy or PicklePolicy.for_version()
+    stream.seek(0)
+    if is_skops(stream.read(4)):
+        try:
+            return _skops_verdict(stream, policy, verdict)
+        finally:
+            stream.seek(0)
     try:
-        walked = open_pickle_stream(stream, max_bytes)
-        _Walker(walked, imports, joblib_frames=True, depth=0).load()
-    except ScanError:
-        raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, KeyError, IndexError,
-            OSError, lzma.LZMAError, zlib.error, RecursionError, MemoryError, OverflowError) as exc:
+        walked = open_pickle_stream(stream, max_bytes * 8)
+        _Walker(walked, policy, verdict).load()
+    except (ScanError, ContainerError, UnreadableArray) as exc:
+        if verdict.refused:  # what it refused before the walk had to stop is the verdict
+            return verdict
+        raise ScanError(str(exc)) from exc
+    except Exception as exc:  # noqa: BLE001 - the walk runs only stand-ins: any failure means "cannot follow"
+        if verdict.refused:
+            return verdict
         raise ScanError(f"the pickle cannot be read statically ({type(exc).__name__}: {exc})") from exc
     finally:
         stream.seek(0)
+    return verdict
 
-    dangerous: set[str] = set()
-    for module, name in imports:
-        if "\n" in module or "\n" in name or not module or not name:
-            dangerous.add(f"{module!r}.{name!r}")
-    # picklescan's verdict on every global the walk met (a tiny pickle of GLOBAL opcodes) ...
-    clean = sorted(g for g in imports if "\n" not in g[0] + g[1])
-    synthetic = b"".join(b"c" + f"{m}\n{n}\n".encode("utf-8", "surrogatepass") + b"0" for m, n in clean) + b"N."
-    # ... and on the raw stream as it is (finds globals up to joblib's first array, and in trailing pickles)
-    results = [scan_pickle_bytes(io.BytesIO(synthetic), "globals", multiple_pickles=False)]
+
+def _skops_verdict(stream: IO[bytes], policy: PicklePolicy, verdict: ScanVerdict) -> ScanVerdict:
+    """A skops file: every type and function its schema names, against the same list."""
+    stream.seek(0)
     try:
-        results.append(scan_pickle_bytes(open_pickle_stream(stream, max_bytes), "model"))
-    except ScanError:
-        raise
-    except Exception:  # noqa: BLE001 - picklescan's own parse trouble on the raw stream is not a verdict
-        pass
-    finally:
-        stream.seek(0)
-    for result in results:
-        for found in result.globals:
-            if found.safety == SafetyLevel.Dangerous:
-                dangerous.add(f"{found.module}.{found.name}")
-                imports.add((found.module, found.name))
-    return ScanVerdict(dangerous=sorted(dangerous), imports=imports)
+        names = skops_globals(stream)
+    except SkopsUnreadable as exc:
+        raise ScanError(str(exc)) from exc
+    for key in names:
+        verdict.imports.add(key)
+        if not policy.admits(*key):
+            verdict.refused_keys.add(key)
+            verdict.refused.append(RefusedGlobal(*key))
+    return verdict

@@ -368,8 +368,12 @@ class ApiClient:
         self.call("DELETE", f"/models/{model_id}")
 
     # --- versions
-    def create_version(self, model_id: int, label: str | None) -> dict[str, Any]:
-        return self.create(f"/models/{model_id}/versions", {"version": label} if label else {})
+    def create_version(self, model_id: int, label: str | None, trusted_globals: list[str] | None = None,
+                       ) -> dict[str, Any]:
+        body: dict[str, Any] = {"version": label} if label else {}
+        if trusted_globals:
+            body["trusted_globals"] = trusted_globals
+        return self.create(f"/models/{model_id}/versions", body)
 
     def list_versions(self, model_id: int) -> list[dict[str, Any]]:
         return self.all_pages(f"/models/{model_id}/versions")

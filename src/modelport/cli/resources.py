@@ -75,11 +75,14 @@ def models_delete(model_id: Id) -> None:
 def versions_create(
     model_id: Id,
     version: Annotated[str | None, typer.Option("--version", "-v", help="a label; default: the next number")] = None,
+    trust: Annotated[list[str] | None, typer.Option(
+        "--trust", help="your own class (package.module.Name) this version's file may use beyond modelport's "
+                        "allow-list; repeat for more")] = None,
     json_: o.JsonOption = False,
 ) -> None:
     """Create a version (PENDING_UPLOAD) of a model; `modelport upload` creates and uploads in one go."""
     with ApiClient.from_config() as api:
-        created = api.create_version(model_id, version)
+        created = api.create_version(model_id, version, trust)
     if json_:
         o.print_json(created)
     else:

@@ -61,6 +61,7 @@ class DeploySpec(BaseModel):
     requirements_key: str | None = None
     requirements_sha256: str | None = None
     requirements_version_id: str | None = None
+    trusted_globals: tuple[str, ...] = Field(default=(), description="the version owner's trust list (module.Name)")
     predict_token_sha256: str | None = Field(
         default=None, description="set: the prediction URL needs the deployment's token (its sha256 only)"
     )

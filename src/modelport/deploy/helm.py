@@ -183,6 +183,8 @@ def chart_values(spec: DeploySpec) -> dict[str, Any]:
         model["requirementsSha256"] = spec.requirements_sha256
     if spec.requirements_version_id:
         model["requirementsVersionId"] = spec.requirements_version_id
+    if spec.trusted_globals:
+        model["trustedGlobals"] = ",".join(spec.trusted_globals)
     s3: dict[str, Any] = {"endpoint": spec.s3_endpoint or "", "useSSL": spec.s3_use_ssl, "region": spec.s3_region}
     if spec.s3_existing_secret:
         s3["existingSecret"] = spec.s3_existing_secret

@@ -107,6 +107,7 @@ def build_spec(deployment: Deployment, version: Version, settings: Settings) -> 
         requirements_key=requirements.key if requirements else None,
         requirements_sha256=requirements.sha256 if requirements else None,
         requirements_version_id=requirements.version_id if requirements else None,
+        trusted_globals=tuple(version.trusted_globals),
         predict_token_sha256=deployment.predict_token_sha256,
         replicas=deployment.replicas,
         image=image,

@@ -71,6 +71,8 @@ class Version(BaseModel):
     s3_path: str | None = None
     model_artifact: Artifact | None = None
     requirements_artifact: Artifact | None = None
+    #: globals the owner trusts beyond the allow-list, for this version's file only (module.Name)
+    trusted_globals: list[str] = Field(default_factory=list)
     deployments: int = 0  # deployments whose desired version is this one
     created_at: datetime
     updated_at: datetime

@@ -21,6 +21,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from modelport.domain.pickle_policy import parse_trusted_globals
+
 READY_PATH = "/readyz"
 LIVE_PATH = "/healthz"
 MODULE = "modelport.serving"
@@ -55,6 +57,10 @@ class ServerConfig(BaseModel):
     requirements_sha256: str | None = Field(default=None, alias="REQUIREMENTS_SHA256")
     requirements_version_id: str | None = Field(default=None, alias="REQUIREMENTS_VERSION_ID")
     model_name: str = Field(default="model", alias="MODEL_NAME", description="the name in V1/V2 paths")
+    trusted_globals: str | None = Field(
+        default=None, alias="MODEL_TRUSTED_GLOBALS",
+        description="comma-separated module.Name the version's owner trusts beyond the allow-list",
+    )
     host: str = Field(default="0.0.0.0", alias="SERVER_HOST", description="a pod serves on all interfaces")  # noqa: S104
     port: int = Field(default=8080, ge=0, le=65535, alias="PORT")
     root_path: str = Field(default="", alias="ROOT_PATH", description="also serve every path under this prefix")
@@ -81,6 +87,16 @@ class ServerConfig(BaseModel):
         if value and not value.startswith("/"):
             value = "/" + value
         return value
+
+    @field_validator("trusted_globals")
+    @classmethod
+    def _clean_trusted(cls, value: str | None) -> str | None:
+        entries = parse_trusted_globals(v for v in (value or "").split(",") if v.strip())
+        return ",".join(entries) or None
+
+    def trusted(self) -> tuple[str, ...]:
+        """The owner's trust list, as entries."""
+        return tuple(v for v in (self.trusted_globals or "").split(",") if v)
 
     @field_validator("model_sha256", "requirements_sha256", "predict_token_sha256")
     @classmethod

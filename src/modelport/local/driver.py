@@ -259,6 +259,7 @@ class LocalProcessDriver:
             requirements_uri=f"s3://{spec.model_bucket}/{spec.requirements_key}" if spec.requirements_key else None,
             requirements_sha256=spec.requirements_sha256, requirements_version_id=spec.requirements_version_id,
             model_name=spec.model_name, host="127.0.0.1", port=port,
+            trusted_globals=",".join(spec.trusted_globals) or None,
             root_path=spec.path, model_cache_dir=str(self.cache_dir), predict_token_sha256=spec.predict_token_sha256,
             log_level=s.log_level, s3_endpoint=s.minio_endpoint, s3_access_key=s.minio_access_key,
             s3_secret_key=s.minio_secret_key, s3_use_ssl=s.minio_use_ssl, s3_region=s.aws_region,

@@ -28,8 +28,6 @@ def configure_logging(verbose: bool) -> None:
     for name in ("botocore", "boto3", "urllib3", "httpx", "httpcore", "uvicorn.access", "pynamodb", "s3transfer"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
-    # picklescan logs numpy's data opcodes inside joblib files as errors; the verdict is what counts
-    logging.getLogger("picklescan").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
     warnings.filterwarnings("ignore", message="No application metrics to publish")
 
 

@@ -97,4 +97,4 @@ def artifact_key(spec: DeploySpec) -> tuple[Any, ...]:
     """What makes two specs need different processes (everything but the replica count)."""
     return (spec.model_bucket, spec.model_key, spec.model_sha256, spec.model_version_id, spec.requirements_key,
             spec.requirements_sha256, spec.requirements_version_id, spec.model_name, spec.path,
-            spec.predict_token_sha256)
+            spec.predict_token_sha256, spec.trusted_globals)

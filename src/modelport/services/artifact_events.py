@@ -40,7 +40,7 @@ from modelport.domain.entities import Artifact, Version, VersionStatus
 from modelport.domain.errors import Conflict, ModelportError
 from modelport.domain.paths import MODEL_FILE, REQUIREMENTS_FILE, artifact_key, parse_artifact_key
 from modelport.services.auto_deploy import auto_deploy
-from modelport.services.versions import register_version
+from modelport.services.versions import register_version, version_policy
 from modelport.settings import Settings
 from modelport.store.repository import Store
 
@@ -181,9 +181,6 @@ class ArtifactEvents:
                                      version)
             requirements: Artifact | None = None
             try:
-                found = inspect_model(model_file, settings)
-                model = Artifact(key=model_key, size=found.size, sha256=found.sha256, etag=model_etag,
-                                 version_id=model_version)
                 if req_head is not None:
                     req_etag = str(req_head.get("ETag", "")).strip('"') or None
                     req_version = object_version(req_head)
@@ -192,6 +189,10 @@ class ArtifactEvents:
                     req_found = inspect_requirements(req_file, settings)
                     requirements = Artifact(key=req_key, size=req_found.size, sha256=req_found.sha256, etag=req_etag,
                                             version_id=req_version)
+                policy = version_policy(version, req_file if requirements is not None else None)
+                found = inspect_model(model_file, settings, policy)
+                model = Artifact(key=model_key, size=found.size, sha256=found.sha256, etag=model_etag,
+                                 version_id=model_version)
             except ModelportError as exc:
                 return self._reject(version, exc.message)
         try:

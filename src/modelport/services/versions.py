@@ -17,6 +17,8 @@ from modelport.artifacts.storage import ObjectStore
 from modelport.domain.entities import Artifact, Version
 from modelport.domain.errors import Conflict
 from modelport.domain.paths import MODEL_FILE, REQUIREMENTS_FILE, artifact_key
+from modelport.domain.pickle_policy import PicklePolicy
+from modelport.domain.requirements import parse_requirements
 from modelport.settings import Settings
 from modelport.store.repository import Store
 
@@ -58,14 +60,25 @@ def _holds(version: Version, objects: ObjectStore, model: Artifact, requirements
     )
 
 
+def version_policy(version: Version, requirements_file: IO[bytes] | None) -> PicklePolicy:
+    """The allow-list this version's model file is checked against, as the model server will load it:
+    the list, the known packages its (already checked) requirements.txt names, its owner's trust list."""
+    names: list[str] = []
+    if requirements_file is not None:
+        requirements_file.seek(0)
+        names = [r.name for r in parse_requirements(requirements_file.read().decode("utf-8"))]
+        requirements_file.seek(0)
+    return PicklePolicy.for_version(names, version.trusted_globals)
+
+
 def upload_version(
     store: Store, objects: ObjectStore, settings: Settings, owner: str, version_id: int,
     model_file: IO[bytes], requirements_file: IO[bytes] | None,
 ) -> Version:
     """The API upload: check both files, store them under the version's prefix, mark READY."""
     version = store.ensure_version_unused(owner, version_id)  # 404 / 409 before any byte is stored
-    model_found = inspect_model(model_file, settings)
     req_found = inspect_requirements(requirements_file, settings) if requirements_file is not None else None
+    model_found = inspect_model(model_file, settings, version_policy(version, requirements_file))
 
     # requirements first: the model's S3 event (which may auto-deploy) then finds the pair complete
     requirements = None

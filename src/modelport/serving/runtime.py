@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.metadata as metadata
 import logging
 import math
-import pickle
 import re
 import time
 import warnings
@@ -20,10 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 
+from modelport.domain.pickle_policy import PicklePolicy, RefusedGlobal, UnreadableArray, UnsafeArgument
+from modelport.domain.skops_schema import SkopsUnreadable
 from modelport.serving.errors import InputError, ModelLoadError
+from modelport.serving.unpickler import load_guarded
 
 log = logging.getLogger("modelport.serving")
 
@@ -255,14 +256,22 @@ def pickled_sklearn_version(path: Path) -> str | None:
     return match.group(1).decode("ascii") if match else None
 
 
-def load_model(path: Path, name: str, environment: dict[str, object] | None = None) -> Runner:
-    """Unpickle the model and learn what it needs; ModelLoadError with a clear message if it can't."""
+def load_model(path: Path, name: str, environment: dict[str, object] | None = None,
+               policy: PicklePolicy | None = None) -> Runner:
+    """Unpickle the model through the allow-list (``policy``: the version's; the plain list when
+    None) and learn what it needs; ModelLoadError with a clear message if it can't."""
     started = time.perf_counter()
+    policy = policy or PicklePolicy.for_version()
     caught: list[warnings.WarningMessage] = []
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            model = _unpickle(path)
+            model = load_guarded(path, policy)
+    except RefusedGlobal as exc:
+        raise ModelLoadError(_refusal_message(exc, path)) from None
+    except (UnreadableArray, UnsafeArgument, SkopsUnreadable) as exc:
+        raise ModelLoadError(f"refused to load: the model file {path.name} cannot be read safely ({exc}); "
+                             "save it again with joblib.dump or pickle.dump.") from None
     except ModuleNotFoundError as exc:
         raise ModelLoadError(_missing_module_message(exc.name or str(exc), path, caught)) from None
     except AttributeError as exc:
@@ -288,6 +297,8 @@ def load_model(path: Path, name: str, environment: dict[str, object] | None = No
         )
     runner = _describe(model, name)
     runner.environment = dict(environment or {})
+    if policy.trusted_by_owner:
+        runner.warnings.append(policy.describe())
     _verify_fast_path(runner)
     if notes:
         runner.warnings.append(notes)
@@ -297,16 +308,9 @@ def load_model(path: Path, name: str, environment: dict[str, object] | None = No
     return runner
 
 
-def _unpickle(path: Path) -> Any:
-    try:
-        return joblib.load(path)
-    except (KeyError, IndexError, ValueError) as exc:
-        # joblib does not know every plain pickle (for example protocol 0); try pickle itself.
-        try:
-            with path.open("rb") as handle:
-                return pickle.load(handle)  # noqa: S301 - the model file is the user's own, hash-checked
-        except Exception:  # noqa: BLE001
-            raise exc from None
+def _refusal_message(exc: RefusedGlobal, path: Path) -> str:
+    return (f"{exc.message} (classes and helpers of scikit-learn, NumPy, SciPy and joblib); {path.name} was not "
+            "loaded. If the class is your own, list it in the version's trusted_globals.")
 
 
 def _version_notes(caught: list[warnings.WarningMessage]) -> str:

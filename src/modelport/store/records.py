@@ -20,6 +20,7 @@ from typing import Any
 
 from pynamodb.attributes import (
     JSONAttribute,
+    ListAttribute,
     NumberAttribute,
     TTLAttribute,
     UnicodeAttribute,
@@ -128,6 +129,7 @@ class VersionRecord(Record):
     s3_path = UnicodeAttribute(null=True)
     model_artifact = JSONAttribute(null=True)
     requirements_artifact = JSONAttribute(null=True)
+    trusted_globals = ListAttribute(of=UnicodeAttribute, null=True)
     deployments = NumberAttribute(default=0)
     model_index = ModelChildrenIndex()
     created_at = UTCDateTimeAttribute()

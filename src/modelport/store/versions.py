@@ -3,6 +3,7 @@ changed while a deployment uses them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pynamodb.exceptions import TransactWriteError, UpdateError
@@ -14,6 +15,7 @@ from modelport.domain.entities import (
     utcnow,
 )
 from modelport.domain.errors import Conflict, NotFound
+from modelport.domain.pickle_policy import trust_note
 from modelport.store import keys, schema
 from modelport.store.records import (
     GuardRecord,
@@ -33,7 +35,8 @@ class VersionRepository(Table):
     def _version_record(self, owner: str | None, version_id: int) -> VersionRecord:
         return owned(self.records.Version, "version", version_id, owner)
 
-    def create_version(self, owner: str, model_id: int, label: str | None) -> Version:
+    def create_version(self, owner: str, model_id: int, label: str | None,
+                       trusted_globals: Sequence[str] = ()) -> Version:
         model = self._model_record(owner, model_id)
         model.update(actions=[ModelRecord.version_counter.add(1)])
         label = label or str(int(model.version_counter))
@@ -43,7 +46,7 @@ class VersionRepository(Table):
             *keys.version(version_id), type="VERSION", id=version_id, model_id=model_id,
             owner=owner, version=label, status=VersionStatus.PENDING_UPLOAD.value, deployments=0,
             created_at=now, updated_at=now, GSI2PK=keys.model_children(model_id),
-            GSI2SK=keys.listed("version", version_id),
+            GSI2SK=keys.listed("version", version_id), trusted_globals=list(trusted_globals) or None,
         )
         guard = self.records.Guard(*keys.label_guard(model_id, label), ref=version_id, type="GUARD")
         try:
@@ -83,11 +86,14 @@ class VersionRepository(Table):
     def set_version_artifacts(
         self, version_id: int, *, s3_path: str, model_artifact: Artifact, requirements_artifact: Artifact | None,
     ) -> Version:
-        """Mark a version READY with its artifacts; 409 while a deployment uses the version."""
+        """Mark a version READY with its artifacts; 409 while a deployment uses the version. A version
+        with an owner trust list says so in its status_message ("trusted by owner: mypkg.MyTransformer")."""
         record = self._version_record(None, version_id)
+        trusted = [str(entry) for entry in record.trusted_globals or []]
         actions = [
             VersionRecord.status.set(VersionStatus.READY.value),
-            VersionRecord.status_message.remove(),
+            VersionRecord.status_message.set(trust_note(trusted)) if trusted
+            else VersionRecord.status_message.remove(),
             VersionRecord.s3_path.set(s3_path),
             VersionRecord.model_artifact.set(model_artifact.model_dump()),
             VersionRecord.updated_at.set(utcnow()),

@@ -70,9 +70,10 @@ def create_version(
     body: VersionCreate | None = None,
 ) -> VersionOut:
     label = body.version if body else None
+    trusted = body.trusted_globals if body else []
     return idempotency.create(
-        owner, "create_version", idempotency_key, {"model_id": model_id, "version": label},
-        lambda: version_out(store.create_version(owner, model_id, label)), VersionOut,
+        owner, "create_version", idempotency_key, {"model_id": model_id, "version": label, "trusted_globals": trusted},
+        lambda: version_out(store.create_version(owner, model_id, label, trusted)), VersionOut,
     )
 
 
