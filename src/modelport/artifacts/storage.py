@@ -35,6 +35,11 @@ def s3_client(settings: Settings) -> Any:
     return boto3.client("s3", **kwargs)
 
 
+def object_etag(head: dict[str, Any]) -> str | None:
+    """The object's ETag as a HEAD or GET answered it, without its quotes."""
+    return str(head.get("ETag", "")).strip('"') or None
+
+
 def object_version(head: dict[str, Any]) -> str | None:
     """The object version a HEAD or GET answered with; None in a bucket that keeps none."""
     version = head.get("VersionId")
@@ -73,7 +78,7 @@ class ObjectStore:
         """Upload a stream (multipart for large ones); returns its (ETag, object version)."""
         self.client.upload_fileobj(stream, self.bucket, key, ExtraArgs={"Metadata": metadata or {}})
         head = self.client.head_object(Bucket=self.bucket, Key=key)
-        return head.get("ETag", "").strip('"') or None, object_version(head)
+        return object_etag(head), object_version(head)
 
     def head(self, key: str) -> dict[str, Any] | None:
         """The object's HEAD (ETag, size, metadata); None if there is no such object."""

@@ -36,6 +36,8 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 
+from modelport.domain.requirements import parse_requirements
+
 LIST_FILE = "allowed_globals.txt"
 CORE = ""
 
@@ -143,6 +145,12 @@ class PicklePolicy:
         trusted = parse_trusted_globals(trusted_globals)
         allowed |= {_split(entry) for entry in trusted}
         return cls(allowed=frozenset(allowed), trusted_by_owner=trusted, packages=tuple(packages))
+
+    @classmethod
+    def for_requirements(cls, requirements_text: str | None, trusted_globals: Iterable[str] = ()) -> PicklePolicy:
+        """The policy of a version whose requirements.txt (already checked) says ``requirements_text``."""
+        names = [r.name for r in parse_requirements(requirements_text)] if requirements_text else []
+        return cls.for_version(names, trusted_globals)
 
     def admits(self, module: str, name: str) -> bool:
         return (module, name) in self.allowed

@@ -34,7 +34,7 @@ from urllib.parse import unquote_plus
 from aws_lambda_powertools import Logger
 
 from modelport.artifacts.checks import inspect_model, inspect_requirements
-from modelport.artifacts.storage import ObjectStore, object_version
+from modelport.artifacts.storage import ObjectStore, object_etag, object_version
 from modelport.artifacts.uploads import AUTO_DEPLOY_META, REQUIREMENTS_META
 from modelport.domain.entities import Artifact, Version, VersionStatus
 from modelport.domain.errors import Conflict, ModelportError
@@ -140,8 +140,8 @@ class ArtifactEvents:
         if req_head is None and meta.get(REQUIREMENTS_META) == "true":
             return self._outcome("waiting", "waiting for requirements.txt (its event will register both)", version)
 
-        model_etag = str(model_head.get("ETag", "")).strip('"') or None
-        req_etag = str(req_head.get("ETag", "")).strip('"') or None if req_head else None
+        model_etag = object_etag(model_head)
+        req_etag = object_etag(req_head) if req_head else None
         auto = meta.get(AUTO_DEPLOY_META, "").lower() == "true"
 
         if self._holds(version, model_etag, req_etag):
@@ -173,7 +173,7 @@ class ArtifactEvents:
         size = int(model_head.get("ContentLength", 0))
         if size > settings.max_upload_bytes:
             return self._reject(version, f"the model file is {size} bytes; the limit is {settings.max_upload_bytes}")
-        model_etag = str(model_head.get("ETag", "")).strip('"') or None
+        model_etag = object_etag(model_head)
         model_version = object_version(model_head)
         with tempfile.TemporaryFile() as model_file, tempfile.TemporaryFile() as req_file:
             if not self.objects.download(model_key, model_etag, model_file, model_version):
@@ -182,7 +182,7 @@ class ArtifactEvents:
             requirements: Artifact | None = None
             try:
                 if req_head is not None:
-                    req_etag = str(req_head.get("ETag", "")).strip('"') or None
+                    req_etag = object_etag(req_head)
                     req_version = object_version(req_head)
                     if not self.objects.download(req_key, req_etag, req_file, req_version):
                         return self._outcome("skipped", "requirements.txt changed or went meanwhile", version)

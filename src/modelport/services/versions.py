@@ -18,7 +18,6 @@ from modelport.domain.entities import Artifact, Version
 from modelport.domain.errors import Conflict
 from modelport.domain.paths import MODEL_FILE, REQUIREMENTS_FILE, artifact_key
 from modelport.domain.pickle_policy import PicklePolicy
-from modelport.domain.requirements import parse_requirements
 from modelport.settings import Settings
 from modelport.store.repository import Store
 
@@ -63,12 +62,12 @@ def _holds(version: Version, objects: ObjectStore, model: Artifact, requirements
 def version_policy(version: Version, requirements_file: IO[bytes] | None) -> PicklePolicy:
     """The allow-list this version's model file is checked against, as the model server will load it:
     the list, the known packages its (already checked) requirements.txt names, its owner's trust list."""
-    names: list[str] = []
+    text = None
     if requirements_file is not None:
         requirements_file.seek(0)
-        names = [r.name for r in parse_requirements(requirements_file.read().decode("utf-8"))]
+        text = requirements_file.read().decode("utf-8")
         requirements_file.seek(0)
-    return PicklePolicy.for_version(names, version.trusted_globals)
+    return PicklePolicy.for_requirements(text, version.trusted_globals)
 
 
 def upload_version(

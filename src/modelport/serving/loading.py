@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 
 from modelport.domain.model_server import ServerConfig
 from modelport.domain.pickle_policy import PicklePolicy
-from modelport.domain.requirements import parse_requirements
 from modelport.serving.environment import Environment, prepare
 from modelport.serving.errors import ModelLoadError
 from modelport.serving.fetch import fetch
@@ -37,15 +36,15 @@ def load(config: ServerConfig, restart: Callable[[], object] | None = None) -> R
     model_path = fetch(config.model_uri, what="model", cache_dir=cache, config=config, sha256=config.model_sha256,
                        version_id=config.model_version_id)
     environment = Environment()
-    requirement_names: list[str] = []
+    requirements_text = None
     if config.requirements_uri:
         requirements_path = fetch(config.requirements_uri, what="requirements.txt", cache_dir=cache,
                                   config=config, sha256=config.requirements_sha256,
                                   version_id=config.requirements_version_id)
         environment = prepare(requirements_path, cache, restart)
-        requirement_names = [r.name for r in parse_requirements(requirements_path.read_text(encoding="utf-8"))]
+        requirements_text = requirements_path.read_text(encoding="utf-8")
     # the allow-list, extended only by known packages the requirements name and the owner's own trust list
-    policy = PicklePolicy.for_version(requirement_names, config.trusted())
+    policy = PicklePolicy.for_requirements(requirements_text, config.trusted())
     # imported here, not at the top: runtime imports numpy, which must come after the model's
     # requirements environment is active (environment.prepare)
     from modelport.serving.runtime import load_model
