@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export MODELPORT_TOOLS_DIR ?= $(CURDIR)/.tools
 
-.PHONY: env tools test test-unit lint up clean
+.PHONY: env tools test test-unit lint up image clean
 
 env: $(VENV)/.installed
 
@@ -29,6 +29,10 @@ lint: env
 
 up: env
 	$(VENV)/bin/modelport up --demo
+
+# The model-server image (and, once, its debootstrap base); needs a running Docker Engine and root.
+image:
+	infra/image/build.sh
 
 clean:
 	rm -rf $(VENV) .tools .modelport

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# `make image`: build the model-server image from nothing, with no image registry.
+#
+# 1. The base image (once; later runs reuse it): a minimal Debian bookworm made by debootstrap
+#    with Debian's Python 3.11 and venv, the machine's CA bundle (pip inside the build reaches
+#    PyPI through it), imported with `docker import` (DESIGN.md, row "containers").
+# 2. The model-server image: the repository's Dockerfile on that base, built with the classic
+#    builder (DOCKER_BUILDKIT=0: BuildKit would pull its frontend image from a registry).
+#
+# Prints the image's tag as the last line of its output. Needs a running Docker Engine and root
+# (debootstrap). Environment:
+#   MODELPORT_BASE_IMAGE   base tag            (default modelport/debian-python:bookworm)
+#   MODELPORT_IMAGE        model-server tag    (default ghcr.io/modelport/model-server:<package version>,
+#                          the image the chart and the settings name, so a cluster on this Docker
+#                          Engine runs it without a pull)
+#   DEBIAN_MIRROR          debootstrap mirror  (default http://deb.debian.org/debian)
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+base="${MODELPORT_BASE_IMAGE:-modelport/debian-python:bookworm}"
+version="$(sed -n 's/^version *= *"\(.*\)"/\1/p' "$root/pyproject.toml" | head -1)"
+image="${MODELPORT_IMAGE:-ghcr.io/modelport/model-server:$version}"
+mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+ca_bundle="${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}"
+
+if ! docker info >/dev/null 2>&1; then
+  echo "build.sh: no Docker Engine answers (start dockerd as root first; README, 'Containers')" >&2
+  exit 2
+fi
+
+if ! docker image inspect "$base" >/dev/null 2>&1; then
+  command -v debootstrap >/dev/null || { echo "build.sh: debootstrap is missing (apt-get install debootstrap)" >&2; exit 2; }
+  work="$(mktemp -d)"
+  trap 'rm -rf "$work"' EXIT
+  echo "building the base image $base with debootstrap (about a minute)" >&2
+  debootstrap --variant=minbase --include=python3,python3-venv,python-is-python3,ca-certificates \
+    bookworm "$work/rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 \
+    || { tail -20 "$work/debootstrap.log" >&2; exit 1; }
+  # The machine's CA bundle: where a proxy re-signs TLS, pip inside the build needs it.
+  if [ -f "$ca_bundle" ]; then cp "$ca_bundle" "$work/rootfs/etc/ssl/certs/ca-certificates.crt"; fi
+  # What no image needs: apt's lists and caches, documentation, locales.
+  rm -rf "$work/rootfs"/var/lib/apt/lists/* "$work/rootfs"/var/cache/apt/* \
+         "$work/rootfs"/usr/share/doc/* "$work/rootfs"/usr/share/man/* "$work/rootfs"/usr/share/info/* \
+         "$work/rootfs"/usr/share/locale/*
+  tar -C "$work/rootfs" -c . | docker import \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'ENV LANG=C.UTF-8' \
+    --change 'CMD ["python3"]' - "$base" >/dev/null
+fi
+
+echo "building $image on $base" >&2
+DOCKER_BUILDKIT=0 docker build -q --build-arg "PYTHON_IMAGE=$base" -t "$image" "$root" >/dev/null
+# The build stage's image (labelled in the Dockerfile) is of no further use.
+docker image prune -f --filter label=io.modelport.stage=build >/dev/null
+echo "$image"
