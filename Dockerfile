@@ -12,20 +12,21 @@
 ARG PYTHON_IMAGE=modelport/debian-python:bookworm
 
 FROM ${PYTHON_IMAGE} AS build
-LABEL io.modelport.stage=build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /build
 RUN python3 -m venv /opt/modelport
-COPY pyproject.toml README.md ./
-COPY src ./src
-# The pins come from pyproject.toml, never written twice.
+COPY pyproject.toml ./
+# The pins come from pyproject.toml, never written twice. Dependencies first, in their own layer:
+# a change to the code alone reuses it.
 RUN python3 -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
 core = [pin for pin in p["dependencies"] if pin.split("=")[0] in ("boto3", "pydantic", "packaging")]; \
-print("\n".join(core + p["optional-dependencies"]["serving"]))' > requirements.txt
-RUN /opt/modelport/bin/pip install -q -r requirements.txt \
- && /opt/modelport/bin/pip install -q --no-deps . \
+print("\n".join(core + p["optional-dependencies"]["serving"]))' > requirements.txt \
+ && /opt/modelport/bin/pip install -q -r requirements.txt
+COPY README.md ./
+COPY src ./src
+RUN /opt/modelport/bin/pip install -q --no-deps . \
  && /opt/modelport/bin/pip uninstall -q -y pip setuptools \
  && find /opt/modelport/lib -depth -type d \( -name tests -o -name __pycache__ \) -exec rm -rf {} + \
  && /opt/modelport/bin/python -m compileall -q -j 0 /opt/modelport/lib \

@@ -61,3 +61,75 @@ def kube_cluster(tmp_path: Path) -> Iterator[KubeEmulator]:
     emulator = KubeEmulator(tmp_path / "kube-cluster").start()
     yield emulator
     emulator.close()
+
+
+# --- containers: Docker Engine, the model-server image, the kubelet and ingress stand-ins ----------
+
+import ipaddress  # noqa: E402
+import subprocess  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+import docker  # noqa: E402
+import docker.errors  # noqa: E402
+
+from modelport.local.stand_ins import start_seaweedfs  # noqa: E402
+from tests.support.kubelet import DockerKubelet  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> docker.DockerClient:
+    """The machine's Docker Engine; tests marked ``containers`` fail (never skip) without one."""
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as error:
+        pytest.fail(f"no Docker Engine answers ({error}); `make engine` starts one (as root)")
+    return client
+
+
+@pytest.fixture(scope="session")
+def model_server_image(docker_engine: docker.DockerClient, repo_root: Path) -> str:
+    """The model-server image, built once per run by ``make image``'s script (the base is reused)."""
+    result = subprocess.run([str(repo_root / "infra/image/build.sh")], capture_output=True, text=True, timeout=1800,
+                            check=False)
+    if result.returncode != 0:
+        pytest.fail(f"infra/image/build.sh failed:\n{result.stderr[-3000:]}")
+    return result.stdout.strip().splitlines()[-1]
+
+
+@dataclass
+class ClusterS3:
+    """SeaweedFS listening on every address: ``url`` for the host, ``in_cluster`` for pods."""
+
+    url: str
+    in_cluster: str
+
+
+@pytest.fixture(scope="session")
+def cluster_s3(docker_engine: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterS3]:
+    work = tmp_path_factory.mktemp("cluster-s3")
+    proc = start_seaweedfs(work / "data", work, bind="0.0.0.0")  # noqa: S104 - containers on the bridge reach it
+    ipam = docker_engine.networks.get("bridge").attrs["IPAM"]["Config"][0]
+    gateway = ipam.get("Gateway") or str(ipaddress.ip_network(ipam["Subnet"])[1])  # the host, on the bridge
+    yield ClusterS3(url=proc.url, in_cluster=f"{gateway}:{proc.port}")
+    proc.stop()
+
+
+@dataclass
+class ContainerCluster:
+    """The Kubernetes emulator with pods as containers (kubelet stand-in) and an ingress stand-in."""
+
+    emulator: KubeEmulator
+    kubelet: DockerKubelet
+    ingress_url: str
+
+
+@pytest.fixture()
+def container_cluster(docker_engine: docker.DockerClient, model_server_image: str,
+                      tmp_path: Path) -> Iterator[ContainerCluster]:
+    kubelet = DockerKubelet(backoff_seconds=1.0, backoff_cap_seconds=8.0)
+    emulator = KubeEmulator(tmp_path / "kube-cluster", kubelet=kubelet).start()
+    ingress_url = emulator.start_ingress()
+    yield ContainerCluster(emulator=emulator, kubelet=kubelet, ingress_url=ingress_url)
+    kubelet.close()
+    emulator.close()

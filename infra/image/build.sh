@@ -49,6 +49,4 @@ fi
 
 echo "building $image on $base" >&2
 DOCKER_BUILDKIT=0 docker build -q --build-arg "PYTHON_IMAGE=$base" -t "$image" "$root" >/dev/null
-# The build stage's image (labelled in the Dockerfile) is of no further use.
-docker image prune -f --filter label=io.modelport.stage=build >/dev/null
 echo "$image"

@@ -9,6 +9,8 @@ has its own config, ``modelport.domain.model_server.ServerConfig``.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -65,6 +67,12 @@ class Settings(BaseSettings):
     kubectl_bin: str | None = None
     chart_path: str | None = None
     model_server_image: str = "ghcr.io/modelport/model-server:0.1.0"
+    helm_server_side: Literal["auto", "true", "false"] = Field(
+        default="auto", description="helm's --server-side: false for an API server without server-side apply"
+    )
+    helm_openapi_validation: bool = Field(
+        default=True, description="false for an API server without OpenAPI documents (--disable-openapi-validation)"
+    )
     ingress_class_name: str = "nginx"
     deployer_concurrency: int = 4
     cluster_retries: int = 3

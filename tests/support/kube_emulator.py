@@ -214,6 +214,12 @@ class ApiServer(kmock.KubernetesEmulator):
 
     readiness: ReadinessPolicy = always_ready
     rollout_delay: float = 0.0
+    # With a kubelet stand-in (kubelet.DockerKubelet) pods run as containers and the Deployment
+    # controller of rollouts.py follows their readiness; without one the readiness policy decides.
+    kubelet: Any = None
+
+    loop: asyncio.AbstractEventLoop | None = attrs.field(default=None, init=False)
+    _controller: Any = attrs.field(default=None, init=False)
 
     _docs: dict[str, JsonObj] = attrs.field(factory=dict, init=False)
     _infos: dict[tuple[str, str, str], JsonObj] = attrs.field(factory=dict, init=False)
@@ -443,8 +449,67 @@ class ApiServer(kmock.KubernetesEmulator):
         if self._changed is not None:
             self._changed.set()
             self._changed = asyncio.Event()
-        if (group, plural) == ("apps", "deployments") and event in ("ADDED", "MODIFIED", "DELETED"):
+        if self.kubelet is not None:
+            self._on_kubelet_event(key, event, obj)
+        elif (group, plural) == ("apps", "deployments") and event in ("ADDED", "MODIFIED", "DELETED"):
             self._on_deployment(key, event, obj)
+
+    # ---- pods as containers (a kubelet stand-in attached) ----------------------------------------
+
+    def attach_kubelet(self, kubelet: Any) -> None:
+        from tests.support.rollouts import DeploymentController
+
+        self.kubelet = kubelet
+        self.loop = asyncio.get_running_loop()
+        self._controller = DeploymentController(self)
+        kubelet.attach(self)
+
+    def _on_kubelet_event(self, key: Key, event: str, obj: JsonObj) -> None:
+        group, _, plural, _, _ = key
+        if (group, plural) == ("apps", "deployments"):
+            if event == "DELETED":  # the garbage collector: the Deployment's pods go with it
+                uid = obj["metadata"].get("uid")
+                for pod_key in [k for k, pod in self._store.items() if k[:4] == ("", "v1", "pods", key[3])
+                                and any(r.get("uid") == uid for r in pod["metadata"].get("ownerReferences", []))]:
+                    self._controller._delete_pod(pod_key)
+            else:
+                self._controller.schedule(key)
+        elif (group, plural) == ("", "pods"):
+            if event == "ADDED":
+                self.kubelet.pod_added(copy.deepcopy(obj))
+            elif event == "DELETED":
+                self.kubelet.pod_deleted(obj)
+            owner = self._controller.owner_of(obj)
+            if owner is not None:
+                self._controller.schedule(owner)
+
+    def pod_status(self, namespace: str, name: str, uid: str, status: JsonObj) -> None:
+        """The kubelet's report (any thread): the pod's new status, if that pod still exists."""
+        assert self.loop is not None
+        self.loop.call_soon_threadsafe(self._set_pod_status, ("", "v1", "pods", namespace, name), uid, status)
+
+    def _set_pod_status(self, key: Key, uid: str, status: JsonObj) -> None:
+        pod = self._store.get(key)
+        if pod is None or pod["metadata"].get("uid") != uid:
+            return
+        updated = copy.deepcopy(pod)
+        updated["status"] = copy.deepcopy(status)
+        updated["metadata"]["resourceVersion"] = self._next_rv()
+        self._put(key, updated, "MODIFIED")
+
+    def read_object(self, plural: str, namespace: str, name: str) -> JsonObj | None:
+        """A stored core/v1 object, read on the loop from any other thread."""
+        assert self.loop is not None
+
+        async def read() -> JsonObj | None:
+            found = self._store.get(("", "v1", plural, namespace, name))
+            return copy.deepcopy(found) if found is not None else None
+
+        return asyncio.run_coroutine_threadsafe(read(), self.loop).result(timeout=30)
+
+    @staticmethod
+    def now() -> str:
+        return _now()
 
     def _namespace_exists(self, namespace: str) -> bool:
         return ("", "v1", "namespaces", None, namespace) in self._store
@@ -861,9 +926,12 @@ class KubeEmulator:
         readiness: ReadinessPolicy = always_ready,
         rollout_delay: float = 0.0,
         host: str = "127.0.0.1",
+        kubelet: Any = None,
     ) -> None:
         """``readiness`` decides per Deployment whether it becomes ready (True) or not (a
-        PodProblem, or False); ``rollout_delay`` is how long a rollout takes (0: at once)."""
+        PodProblem, or False); ``rollout_delay`` is how long a rollout takes (0: at once). With a
+        ``kubelet`` (``kubelet.DockerKubelet``, owned by the caller) pods run as real containers
+        and neither applies: readiness is what the containers' probes say."""
         self.directory = directory
         self.host = host
         self.kubeconfig = directory / "kubeconfig"
@@ -871,13 +939,16 @@ class KubeEmulator:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="kube-emulator", daemon=True)
         self._thread.start()
-        self.api: ApiServer = self._call(self._make_api(readiness, rollout_delay))
+        self.api: ApiServer = self._call(self._make_api(readiness, rollout_delay, kubelet))
         self._server: kmock.Server | None = None
+        self._ingress: Any = None
 
-    async def _make_api(self, readiness: ReadinessPolicy, rollout_delay: float) -> ApiServer:
+    async def _make_api(self, readiness: ReadinessPolicy, rollout_delay: float, kubelet: Any) -> ApiServer:
         api = ApiServer(readiness=readiness, rollout_delay=rollout_delay)
         await api.__aenter__()
         api._changed = asyncio.Event()
+        if kubelet is not None:
+            api.attach_kubelet(kubelet)
         return api
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -923,8 +994,19 @@ class KubeEmulator:
             self.api._stopping.set()
         await server.__aexit__(None, None, None)
 
+    def start_ingress(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Start the ingress stand-in (ingress.IngressProxy) on this emulator's loop; its base URL."""
+        from tests.support.ingress import IngressProxy
+
+        if self._ingress is None:
+            self._ingress = IngressProxy(self.api)
+            self._call(self._ingress.start(host, port))
+        return f"http://{host}:{self._ingress.port}"
+
     def close(self) -> None:
         self.stop()
+        if self._ingress is not None:
+            self._call(self._ingress.stop())
         self._call(self.api.__aexit__(None, None, None))
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)

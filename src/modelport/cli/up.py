@@ -36,7 +36,9 @@ class ConfigKeyBook:
 @app.command("up")
 def up_command(
     port: Annotated[int, typer.Option("--port", help="the API's port")] = 8000,
-    gateway_port: Annotated[int, typer.Option("--gateway-port", help="the predict gateway's port")] = 30080,
+    gateway_port: Annotated[int, typer.Option(
+        "--gateway-port", help="the predict gateway's port (with --kubeconfig: the cluster ingress's, for the URLs)",
+    )] = 30080,
     host: Annotated[str, typer.Option("--host", help="interface for the API and the gateway")] = "127.0.0.1",
     state_dir: Annotated[Path, typer.Option("--state-dir", help="state: data, logs, caches")] = Path(".modelport"),
     persist: Annotated[bool, typer.Option(

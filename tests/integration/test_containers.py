@@ -1,0 +1,287 @@
+"""The helm path with real containers: the real helm binary installs charts/model-serving into the
+Kubernetes emulator, whose pods the kubelet stand-in runs as containers of the image `make image`
+builds (tests/support/kubelet.py), reached through the ingress stand-in (tests/support/ingress.py).
+The model server in each container fetches its model from SeaweedFS (a real S3 that checks
+signatures) with the credentials of the chart's Secret, as a pod would."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import subprocess
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from modelport.artifacts.storage import ObjectStore
+from modelport.deploy.driver import DeploySpec, ReleasePhase
+from modelport.deploy.helm import HelmDriver
+from modelport.deploy.reconcile import Reconciler
+from modelport.domain.entities import Deployment, DeploymentStatus
+from modelport.local.tools import Tools
+from modelport.settings import Settings
+from tests.conftest import ClusterS3, ContainerCluster
+from tests.support.deployment_records import InMemoryDeploymentRecords
+from tests.support.models import IRIS_ROWS, train_iris
+from tests.support.rollouts import pod_ready
+
+pytestmark = [pytest.mark.integration, pytest.mark.containers]
+
+NS = "user-alice"
+
+
+@pytest.fixture(scope="module")
+def models(cluster_s3: ClusterS3, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """An iris model, and a file that is no model at all, in the bucket."""
+    store = ObjectStore(Settings(minio_endpoint=cluster_s3.url, minio_access_key="testing",
+                                 minio_secret_key="testing"))
+    store.ensure_bucket()
+    path, model = train_iris(tmp_path_factory.mktemp("iris") / "model.joblib")
+    with path.open("rb") as stream:
+        store.put("models/1/versions/1/model.joblib", stream)
+    broken = b"this is not a model"
+    store.put("models/1/versions/2/model.joblib", io.BytesIO(broken))
+    return {"iris": "models/1/versions/1/model.joblib", "broken": "models/1/versions/2/model.joblib",
+            "sha256": {"iris": hashlib.sha256(path.read_bytes()).hexdigest(),
+                       "broken": hashlib.sha256(broken).hexdigest()},
+            "answers": model.predict(IRIS_ROWS).tolist()}
+
+
+@pytest.fixture()
+def driver(container_cluster: ContainerCluster, tools: Tools, repo_root: Path) -> HelmDriver:
+    return container_cluster.emulator.helm_driver(helm=tools.helm, kubectl=tools.kubectl,
+                                                  chart=repo_root / "charts/model-serving")
+
+
+def spec(cluster_s3: ClusterS3, image: str, key: str, deployment_id: int = 7, **changes: Any) -> DeploySpec:
+    fields: dict[str, Any] = {
+        "deployment_id": deployment_id, "namespace": NS, "release": f"model-{deployment_id}-{uuid.uuid4().hex[:6]}",
+        "model_bucket": "models", "model_key": key, "replicas": 1, "image": image,
+        "s3_endpoint": cluster_s3.in_cluster, "s3_access_key": "testing", "s3_secret_key": "testing",
+        "timeout_seconds": 90,
+    }  # fmt: skip
+    fields.update(changes)
+    return DeploySpec(**fields)
+
+
+def predict_url(cluster: ContainerCluster, deployment_id: int) -> str:
+    return cluster.ingress_url.replace("127.0.0.1", "localhost") + f"/api/v1/predict/{deployment_id}"
+
+
+def test_a_release_serves_through_the_ingress_from_a_real_container(
+    driver: HelmDriver, container_cluster: ContainerCluster, cluster_s3: ClusterS3, model_server_image: str,
+    models: dict[str, Any],
+) -> None:
+    status = driver.deploy(spec(cluster_s3, model_server_image, models["iris"]))
+    assert status.phase == ReleasePhase.DEPLOYED
+    (container,) = container_cluster.kubelet.containers(NS)
+    config, host = container.attrs["Config"], container.attrs["HostConfig"]
+    assert config["User"] == "10001:10001"
+    assert host["ReadonlyRootfs"] is True
+    assert host["CapDrop"] == ["ALL"]
+    assert "/tmp" in host["Tmpfs"]
+    answer = httpx.post(predict_url(container_cluster, 7) + "/predict", json={"instances": IRIS_ROWS}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["predictions"] == models["answers"]
+
+
+# --------------------------------------------------------------------------- through the deployer
+
+
+@dataclass
+class Deployer:
+    """The deployer's reconciler (records in memory) over the helm driver and real containers."""
+
+    records: InMemoryDeploymentRecords
+    reconciler: Reconciler
+    cluster: ContainerCluster
+    models: dict[str, Any]
+
+    def version(self, name: str) -> int:
+        key, sha256 = self.models[name], self.models["sha256"][name]
+        version = self.records.add_version(key=key.removesuffix("/model.joblib"))
+        assert version.model_artifact is not None
+        artifact = version.model_artifact.model_copy(update={"key": key, "sha256": sha256})
+        self.records.versions[version.id] = version.model_copy(update={"model_artifact": artifact})
+        return version.id
+
+    def record(self, deployment_id: int) -> Deployment:
+        found = self.records.find_deployment(deployment_id)
+        assert found is not None
+        return found
+
+    def containers(self) -> list[Any]:
+        return self.cluster.kubelet.containers(NS)
+
+    def pods(self) -> list[dict[str, Any]]:
+        return self.cluster.emulator.objects("Pod", NS)
+
+    def until_no_container(self) -> None:
+        """Removing a container takes its stop: await it (the pods are gone from the API at once)."""
+        deadline = time.monotonic() + 60
+        while self.cluster.kubelet.containers(NS, all=True):
+            assert time.monotonic() < deadline, "containers were left behind"
+            time.sleep(0.2)
+
+
+@pytest.fixture()
+def deployer(driver: HelmDriver, container_cluster: ContainerCluster, cluster_s3: ClusterS3,
+             model_server_image: str, models: dict[str, Any]) -> Deployer:
+    settings = Settings(cluster_s3_endpoint=cluster_s3.in_cluster, minio_access_key="testing",
+                        minio_secret_key="testing", model_server_image=model_server_image,
+                        helm_timeout_seconds=25, cluster_retries=1, cluster_retry_backoff_seconds=0.1)
+    records = InMemoryDeploymentRecords()
+    return Deployer(records, Reconciler(records, driver, settings), container_cluster, models)
+
+
+def hammer(url: str, stop: threading.Event, results: list[int]) -> None:
+    with httpx.Client(timeout=30) as client:
+        while not stop.is_set():
+            try:
+                results.append(client.post(url, json={"instances": IRIS_ROWS}).status_code)
+            except httpx.HTTPError:
+                results.append(0)
+
+
+def test_scale_an_update_that_cannot_load_and_delete_with_real_containers(deployer: Deployer) -> None:
+    good = deployer.version("iris")
+    deployment = deployer.records.add_deployment(good, replicas=1)
+    deployer.reconciler.reconcile(deployment.id)
+    assert deployer.record(deployment.id).status == DeploymentStatus.READY
+    url = predict_url(deployer.cluster, deployment.id) + "/predict"
+
+    # scale to 2: two containers, each serving the model on its own address
+    deployer.records.change(deployment.id, replicas=2)
+    deployer.reconciler.reconcile(deployment.id)
+    assert deployer.record(deployment.id).status == DeploymentStatus.READY
+    serving = deployer.containers()
+    assert len(serving) == 2
+    for pod in deployer.pods():
+        direct = httpx.post(f"http://{pod['status']['podIP']}:8080/api/v1/predict/{deployment.id}/predict",
+                            json={"instances": IRIS_ROWS}, timeout=30)
+        assert direct.json()["predictions"] == deployer.models["answers"]
+
+    # an update whose model cannot load: rolled back, and the old containers serve throughout
+    stop, results = threading.Event(), []
+    traffic = threading.Thread(target=hammer, args=(url, stop, results))
+    traffic.start()
+    try:
+        deployer.records.change(deployment.id, version_id=deployer.version("broken"))
+        deployer.reconciler.reconcile(deployment.id)
+    finally:
+        stop.set()
+        traffic.join()
+    record = deployer.record(deployment.id)
+    assert record.status == DeploymentStatus.READY and record.version_id == good
+    assert "rolled back" in (record.status_message or ""), record.status_message
+    assert results and set(results) == {200}, f"{len(results)} requests, failures: {[r for r in results if r != 200]}"
+    assert {c.id for c in deployer.containers()} == {c.id for c in serving}
+
+    # delete: the record goes, the containers with it, and the URL answers 404
+    deployer.records.request_delete(deployment.id)
+    deployer.reconciler.reconcile(deployment.id)
+    assert deployer.records.find_deployment(deployment.id) is None
+    deployer.until_no_container()
+    assert httpx.post(url, json={"instances": IRIS_ROWS}, timeout=30).status_code == 404
+
+
+@pytest.mark.parametrize(("case", "reason"), [
+    ("wrong secret", "access denied (403): check MINIO_ACCESS_KEY and MINIO_SECRET_KEY"),
+    ("crash loop", "CrashLoopBackOff"),
+    ("missing image", "ImagePullBackOff"),
+])
+def test_a_first_install_that_cannot_serve_fails_with_the_pods_reason_and_leaves_nothing_running(
+    deployer: Deployer, case: str, reason: str,
+) -> None:
+    settings = deployer.reconciler.settings
+    changes = {"wrong secret": {"minio_access_key": "not-the-key"}, "crash loop": {},
+               "missing image": {"model_server_image": "ghcr.io/modelport/model-server:does-not-exist"}}[case]
+    deployer.reconciler.settings = settings.model_copy(update=changes)
+    version = deployer.version("broken" if case == "crash loop" else "iris")
+    deployment = deployer.records.add_deployment(version, replicas=1)
+    deployer.reconciler.reconcile(deployment.id)
+    record = deployer.record(deployment.id)
+    assert record.status == DeploymentStatus.FAILED
+    assert reason in (record.status_message or ""), record.status_message
+    deployer.until_no_container()
+    assert deployer.pods() == []
+
+
+def test_the_sweep_reports_a_container_killed_behind_its_back_until_it_is_restarted(deployer: Deployer) -> None:
+    deployment = deployer.records.add_deployment(deployer.version("iris"), replicas=1)
+    deployer.reconciler.reconcile(deployment.id)
+    assert deployer.record(deployment.id).status == DeploymentStatus.READY
+    (container,) = deployer.containers()
+    emulator = deployer.cluster.emulator
+    with deployer.cluster.kubelet.holding_restarts():
+        container.kill()
+        emulator.wait_for("Pod", NS, lambda pods: len(pods) == 1 and not pod_ready(pods[0]))
+        deployer.reconciler.sweep()
+        message = deployer.record(deployment.id).status_message or ""
+        assert message.startswith("degraded: ") and "exit code 137" in message, message
+    emulator.wait_for("Pod", NS, lambda pods: len(pods) == 1 and pod_ready(pods[0]), timeout=60)
+    deployer.reconciler.sweep()
+    record = deployer.record(deployment.id)
+    assert record.status == DeploymentStatus.READY and record.status_message is None
+    assert deployer.pods()[0]["status"]["containerStatuses"][0]["restartCount"] == 1
+
+
+# --------------------------------------------------------------------------- the kubelet itself
+
+
+POD_MANIFEST = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: echo, namespace: user-alice}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: echo}}
+  template:
+    metadata: {labels: {app: echo}}
+    spec:
+      securityContext: {runAsNonRoot: true, runAsUser: 10001, runAsGroup: 10001}
+      containers:
+        - name: echo
+          image: IMAGE
+          command: ["python", "-m", "http.server", "8080"]
+          ports: [{name: http, containerPort: 8080}]
+          env:
+            - name: TOKEN
+              valueFrom: {secretKeyRef: {name: echo-secret, key: token}}
+          readinessProbe: {httpGet: {path: /, port: http}, periodSeconds: 1}
+"""
+
+
+def test_a_missing_secret_keeps_the_pod_waiting_as_a_kubelet_would_until_it_exists(
+    container_cluster: ContainerCluster, tools: Tools, model_server_image: str, tmp_path: Path,
+) -> None:
+    emulator = container_cluster.emulator
+    env = {"KUBECONFIG": str(emulator.kubeconfig), "HOME": str(tmp_path)}
+
+    def kubectl(*args: str, stdin: str | None = None) -> str:
+        done = subprocess.run([tools.kubectl, *args], input=stdin, capture_output=True, text=True, env=env,
+                              timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    kubectl("create", "namespace", NS)
+    kubectl("apply", "-f", "-", stdin=POD_MANIFEST.replace("IMAGE", model_server_image))
+
+    def waiting(pods: list[dict[str, Any]]) -> bool:
+        states = [c.get("state", {}) for p in pods for c in p.get("status", {}).get("containerStatuses", [])]
+        return any(s.get("waiting", {}).get("reason") == "CreateContainerConfigError" for s in states)
+
+    (pod,) = emulator.wait_for("Pod", NS, waiting)
+    assert pod["status"]["containerStatuses"][0]["state"]["waiting"]["message"] == 'secret "echo-secret" not found'
+    assert container_cluster.kubelet.containers(NS) == []
+    kubectl("create", "secret", "generic", "echo-secret", "--namespace", NS, "--from-literal=token=s3cr3t")
+    (pod,) = emulator.wait_for("Pod", NS, lambda pods: len(pods) == 1 and pod_ready(pods[0]), timeout=60)
+    (container,) = container_cluster.kubelet.containers(NS)
+    assert "TOKEN=s3cr3t" in container.attrs["Config"]["Env"]
+    assert container.attrs["Config"]["User"] == "10001:10001"
