@@ -135,7 +135,7 @@ def deployer(driver: HelmDriver, container_cluster: ContainerCluster, cluster_s3
              model_server_image: str, models: dict[str, Any]) -> Deployer:
     settings = Settings(cluster_s3_endpoint=cluster_s3.in_cluster, minio_access_key="testing",
                         minio_secret_key="testing", model_server_image=model_server_image,
-                        helm_timeout_seconds=25, cluster_retries=1, cluster_retry_backoff_seconds=0.1)
+                        helm_timeout_seconds=30, cluster_retries=1, cluster_retry_backoff_seconds=0.1)
     records = InMemoryDeploymentRecords()
     return Deployer(records, Reconciler(records, driver, settings), container_cluster, models)
 
@@ -202,7 +202,8 @@ def test_a_first_install_that_cannot_serve_fails_with_the_pods_reason_and_leaves
     settings = deployer.reconciler.settings
     changes = {"wrong secret": {"minio_access_key": "not-the-key"}, "crash loop": {},
                "missing image": {"model_server_image": "ghcr.io/modelport/model-server:does-not-exist"}}[case]
-    deployer.reconciler.settings = settings.model_copy(update=changes)
+    # a shorter wait: nothing here can become ready
+    deployer.reconciler.settings = settings.model_copy(update={**changes, "helm_timeout_seconds": 12})
     version = deployer.version("broken" if case == "crash loop" else "iris")
     deployment = deployer.records.add_deployment(version, replicas=1)
     deployer.reconciler.reconcile(deployment.id)
