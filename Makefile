@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export MODELPORT_TOOLS_DIR ?= $(CURDIR)/.tools
 
-.PHONY: env tools test test-unit lint up image clean
+.PHONY: env tools engine engine-stop image test test-unit lint up clean
 
 env: $(VENV)/.installed
 
@@ -17,7 +17,9 @@ $(VENV)/.installed: pyproject.toml
 tools: env
 	$(VENV)/bin/modelport tools
 
-test: env tools
+# Everything the tests need: the venv, DynamoDB Local, helm and kubectl, the Docker Engine and the
+# model-server image (the container tests run model servers as real containers).
+test: env tools image
 	$(PY) -m pytest
 
 test-unit: env
@@ -30,8 +32,15 @@ lint: env
 up: env
 	$(VENV)/bin/modelport up --demo
 
-# The model-server image (and, once, its debootstrap base); needs a running Docker Engine and root.
-image:
+# The Docker Engine (Debian's docker.io, dockerd started as root) and the model-server image (and,
+# once, its debootstrap base).
+engine:
+	infra/image/engine.sh start
+
+engine-stop:
+	infra/image/engine.sh stop
+
+image: engine
 	infra/image/build.sh
 
 clean:

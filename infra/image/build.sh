@@ -48,5 +48,11 @@ if ! docker image inspect "$base" >/dev/null 2>&1; then
 fi
 
 echo "building $image on $base" >&2
-DOCKER_BUILDKIT=0 docker build -q --build-arg "PYTHON_IMAGE=$base" -t "$image" "$root" >/dev/null
+log="$(mktemp)"
+if ! DOCKER_BUILDKIT=0 docker build --build-arg "PYTHON_IMAGE=$base" -t "$image" "$root" >"$log" 2>&1; then
+  tail -30 "$log" >&2
+  rm -f "$log"
+  exit 1
+fi
+rm -f "$log"
 echo "$image"
