@@ -226,6 +226,9 @@ def test_the_sweep_reports_a_container_killed_behind_its_back_until_it_is_restar
         deployer.reconciler.sweep()
         message = deployer.record(deployment.id).status_message or ""
         assert message.startswith("degraded: ") and "exit code 137" in message, message
+        # no ready endpoint behind the Ingress meanwhile: 503, as ingress-nginx answers
+        url = predict_url(deployer.cluster, deployment.id) + "/predict"
+        assert httpx.post(url, json={"instances": IRIS_ROWS}, timeout=30).status_code == 503
     emulator.wait_for("Pod", NS, lambda pods: len(pods) == 1 and pod_ready(pods[0]), timeout=60)
     deployer.reconciler.sweep()
     record = deployer.record(deployment.id)

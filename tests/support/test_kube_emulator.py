@@ -139,3 +139,35 @@ def test_kubectl_works_against_it(kube_cluster: KubeEmulator, tools: Tools) -> N
     deleted = kubectl("delete", "namespace", "user-x", "--wait=true", "--timeout=20s")
     assert deleted.returncode == 0, deleted.stderr
     assert kube_cluster.objects("Deployment", "user-x") == []
+
+
+# --- the container stand-ins' rules (their behaviour with real containers: test_containers.py) ----
+
+
+def test_ingress_prefix_paths_match_whole_elements_only() -> None:
+    from tests.support.ingress import path_matches
+
+    assert path_matches("/api/v1/predict/1", "Prefix", "/api/v1/predict/1")
+    assert path_matches("/api/v1/predict/1", "Prefix", "/api/v1/predict/1/v2/models/model/infer")
+    assert not path_matches("/api/v1/predict/1", "Prefix", "/api/v1/predict/12")
+    assert not path_matches("/api/v1/predict/1", "Exact", "/api/v1/predict/1/predict")
+    assert path_matches("/", "Prefix", "/anything")
+
+
+def test_rolling_update_bounds_round_as_the_controller_does() -> None:
+    from tests.support.rollouts import strategy_bounds
+
+    chart = {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}}
+    assert strategy_bounds(chart, 3) == (1, 0)
+    assert strategy_bounds({}, 10) == (3, 2)  # 25 %: surge rounded up, unavailability down
+    assert strategy_bounds({"strategy": {"rollingUpdate": {"maxSurge": 0, "maxUnavailable": 0}}}, 2) == (0, 1)
+
+
+def test_quantities_are_read_as_kubernetes_writes_them() -> None:
+    from tests.support.kubelet import quantity
+
+    assert quantity("2Gi") == 2 * 2**30
+    assert quantity("512Mi") == 512 * 2**20
+    assert quantity("250m") == 0.25
+    assert quantity("1.5") == 1.5
+    assert quantity("1G") == 10**9
