@@ -21,11 +21,15 @@ lists:
 - watches with the JSON content type, replay from a resourceVersion (an event log), and WatchList
   (``sendInitialEvents=true``) ending with the ``k8s.io/initial-events-end`` bookmark;
 - protobuf request bodies (helm's release Secrets), decoded by ``protobuf_k8s.py``;
-- a controller stand-in: each Deployment gets a status (observedGeneration, replicas,
-  readyReplicas, conditions ...) and Pods, as decided by a readiness policy. A Deployment the policy
-  refuses never becomes ready, so ``helm --wait`` times out; its Pods carry a waiting reason
-  (ImagePullBackOff, CrashLoopBackOff with a terminated message ...) that ``kubectl get pods``
-  reads back.
+- pods, in one of two ways:
+  - with a kubelet stand-in (``kubelet.DockerKubelet``, tests marked ``containers``): every Pod
+    runs as a real container, the Deployment controller of ``rollouts.py`` rolls out by the real
+    readiness of those pods, and ``start_ingress()`` adds the ingress stand-in (``ingress.py``);
+  - without one (the fast tests of the deployer's own logic): a controller stand-in gives each
+    Deployment a status (observedGeneration, replicas, readyReplicas, conditions ...) and Pods, as
+    decided by a readiness policy. A Deployment the policy refuses never becomes ready, so
+    ``helm --wait`` times out; its Pods carry a waiting reason (ImagePullBackOff, CrashLoopBackOff
+    with a terminated message ...) that ``kubectl get pods`` reads back.
 
 Helm must run with ``--disable-openapi-validation`` (no /openapi documents here) and
 ``--server-side=false`` (no server-side apply).
