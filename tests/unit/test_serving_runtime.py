@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import joblib
 import numpy as np
@@ -11,7 +13,13 @@ import pytest
 import sklearn
 from prometheus_client import REGISTRY
 from sklearn.datasets import load_iris
+from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+from sklearn.tree import DecisionTreeClassifier
 
 from modelport.domain.pickle_policy import PicklePolicy
 from modelport.serving.batcher import Batcher
@@ -209,3 +217,27 @@ def test_forest_direct_tree_path_is_identical(tmp_path: Path) -> None:
     assert np.array_equal(forest.predict(probe, True), forest.model.predict_proba(probe))
     assert forest.predict(probe, False).tolist() == forest.model.predict(probe).tolist()
     assert forest.output_datatype == "BYTES"
+
+
+@pytest.mark.parametrize(("make", "inline"), [
+    (lambda: LogisticRegression(max_iter=500), True),
+    (lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)), True),
+    (lambda: DecisionTreeClassifier(random_state=0), True),
+    (lambda: RandomForestClassifier(20, random_state=0), True),  # the direct tree path, few trees
+    (lambda: RandomForestClassifier(200, random_state=0), False),
+    (lambda: GradientBoostingClassifier(n_estimators=10), False),
+    (lambda: KNeighborsClassifier(), False),
+    (lambda: SVC(), False),
+])
+def test_where_predictions_run_follows_the_model_never_a_timing(
+    make: Callable[[], Any], inline: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    x, y = load_iris(return_X_y=True)
+    path = tmp_path / "model.joblib"
+    joblib.dump(make().fit(x, y), path)
+    # however slow the machine is while the model loads, the answer is the same
+    clock = iter(float(i) for i in range(10**6))
+    monkeypatch.setattr("modelport.serving.runtime.time.perf_counter", lambda: next(clock))
+    runner = load_model(path, "m")
+    assert runner.inline is inline
+    assert runner.v2_metadata()["parameters"]["predicts_on"] == ("event loop" if inline else "worker thread")

@@ -28,9 +28,18 @@ from modelport.serving.unpickler import load_guarded
 
 log = logging.getLogger("modelport.serving")
 
-# A prediction slower than this at warm-up runs in a worker thread, so the event loop keeps
-# reading requests (and batching them) while the model computes.
-INLINE_PREDICT_SECONDS = 0.0005
+# Where predictions run, decided from what the model is and never from a timing (a busy machine
+# at load time must not change how a server behaves; issue 14): on the event loop when one row
+# costs a few array operations (linear models, naive Bayes, one tree, discriminant analysis,
+# scaling, imputation and selection steps, and pipelines of only those), and the forests of the
+# direct tree path up to INLINE_MAX_TREES trees (about 3 us a tree a row); everything else
+# (other ensembles, neighbours, kernels, networks, unknown estimators) in a worker thread, so the
+# event loop keeps reading and batching requests while the model computes.
+INLINE_FAMILIES = (
+    "sklearn.linear_model", "sklearn.naive_bayes", "sklearn.tree", "sklearn.discriminant_analysis",
+    "sklearn.preprocessing", "sklearn.impute", "sklearn.feature_selection", "sklearn.dummy",
+)  # fmt: skip
+INLINE_MAX_TREES = 150
 
 _NUMERIC_KINDS = frozenset("biuf")
 #: more values than a request body can carry (the body limit is far lower): a shape beyond it is refused
@@ -200,7 +209,8 @@ class Runner:
         if self.has_proba:
             outputs.append({"name": "predict_proba", "datatype": self.proba_datatype,
                             "shape": [-1, len(self.classes) if self.classes is not None else -1]})
-        parameters: dict[str, Any] = {"model_type": self.model_type, "direct_trees": self.fast is not None}
+        parameters: dict[str, Any] = {"model_type": self.model_type, "direct_trees": self.fast is not None,
+                                      "predicts_on": "event loop" if self.inline else "worker thread"}
         if self.classes is not None:
             parameters["classes"] = self.classes
         if self.feature_names is not None:
@@ -300,6 +310,7 @@ def load_model(path: Path, name: str, environment: dict[str, object] | None = No
     if policy.trusted_by_owner:
         runner.warnings.append(policy.describe())
     _verify_fast_path(runner)
+    runner.inline = runs_inline(runner)
     if notes:
         runner.warnings.append(notes)
         log.warning("%s", notes)
@@ -443,5 +454,20 @@ def _warm_up(runner: Runner, notes: str) -> None:
             ) from None
         log.warning("warm-up prediction on a row of zeros failed (%s: %s); serving anyway", type(exc).__name__, exc)
         return
-    runner.inline = elapsed < INLINE_PREDICT_SECONDS
-    log.info("warm-up prediction took %.3f ms (%s)", elapsed * 1000, "inline" if runner.inline else "worker thread")
+    log.info("warm-up prediction took %.3f ms; predictions run %s", elapsed * 1000,
+             "on the event loop" if runner.inline else "in a worker thread")
+
+
+def runs_inline(runner: Runner) -> bool:
+    """Whether this model predicts on the event loop (the rule above INLINE_FAMILIES)."""
+    if runner.fast is not None:
+        return len(getattr(runner.model, "estimators_", ())) <= INLINE_MAX_TREES
+    return _cheap(runner.model)
+
+
+def _cheap(model: Any) -> bool:
+    steps = getattr(model, "steps", None)
+    if isinstance(steps, list) and type(model).__name__ == "Pipeline":
+        return all(step in (None, "passthrough") or _cheap(step) for _, step in steps)
+    module = type(model).__module__
+    return any(module == family or module.startswith(family + ".") for family in INLINE_FAMILIES)
