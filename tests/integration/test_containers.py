@@ -197,7 +197,8 @@ def test_scale_an_update_that_cannot_load_and_delete_with_real_containers(deploy
 
 @pytest.mark.parametrize(("case", "reason"), [
     ("wrong secret", "access denied (403): check MINIO_ACCESS_KEY and MINIO_SECRET_KEY"),
-    ("crash loop", "CrashLoopBackOff"),
+    # the crash loop's reason, whether the container is between two runs (CrashLoopBackOff) or in one
+    ("crash loop", "last run ended with exit code 1; Cannot load the model file model.joblib"),
     ("missing image", "ImagePullBackOff"),
 ])
 def test_a_first_install_that_cannot_serve_fails_with_the_pods_reason_and_leaves_nothing_running(
@@ -207,7 +208,7 @@ def test_a_first_install_that_cannot_serve_fails_with_the_pods_reason_and_leaves
     changes = {"wrong secret": {"minio_access_key": "not-the-key"}, "crash loop": {},
                "missing image": {"model_server_image": "ghcr.io/modelport/model-server:does-not-exist"}}[case]
     # a shorter wait: nothing here can become ready
-    deployer.reconciler.settings = settings.model_copy(update={**changes, "helm_timeout_seconds": 12})
+    deployer.reconciler.settings = settings.model_copy(update={**changes, "helm_timeout_seconds": 20})
     version = deployer.version("broken" if case == "crash loop" else "iris")
     deployment = deployer.records.add_deployment(version, replicas=1)
     deployer.reconciler.reconcile(deployment.id)

@@ -559,11 +559,15 @@ class DockerKubelet:
     def containers(self, namespace: str | None = None, *, all: bool = False) -> list[Any]:  # noqa: A002
         """This kubelet's containers (running ones unless ``all``), optionally of one namespace."""
         labels = [f"{LABEL}={self.id}"] + ([f"{LABEL}.namespace={namespace}"] if namespace else [])
-        return list(self.client.containers.list(all=all, filters={"label": labels}))
+        return self._inspect(self.client.containers.list(all=all, filters={"label": labels}, sparse=True))
 
-    def container_of(self, pod_uid: str) -> Any:
-        found = self.client.containers.list(filters={"label": [f"{LABEL}={self.id}", f"{LABEL}.pod={pod_uid}"]})
-        return found[0] if found else None
+    def _inspect(self, listed: list[Any]) -> list[Any]:
+        """Each listed container in full; one removed since the listing (a pod going) is left out."""
+        found = []
+        for container in listed:
+            with contextlib.suppress(docker.errors.NotFound):
+                found.append(self.client.containers.get(container.id))
+        return found
 
     def close(self) -> None:
         with self._lock:
