@@ -37,6 +37,7 @@ passes a JWT-shaped request context in the event itself (the api-* samples carry
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -277,7 +278,7 @@ def env_vars(app: TemplateConfig, values: dict[str, str]) -> dict[str, dict[str,
 class Invocation:
     function: str
     event: str
-    mode: str  # "sam" or "in-process"
+    mode: str  # one of MODES
     seconds: float
     answer: Any = None
     error: str | None = None
@@ -321,7 +322,7 @@ def sam_invoke(build_dir: Path, logical_id: str, event: Path, env_file: Path) ->
     started = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=_env(), check=False,
                           cwd=build_dir.parent.parent)
-    out = Invocation(logical_id, event.stem, "sam", time.monotonic() - started, log=proc.stderr[-6000:])
+    out = Invocation(logical_id, event.stem, "invoke", time.monotonic() - started, log=proc.stderr[-6000:])
     match = REPORT.search(proc.stderr)
     if match:
         out.init_ms = float(match["init"]) if match["init"] else None
@@ -334,6 +335,80 @@ def sam_invoke(build_dir: Path, logical_id: str, event: Path, env_file: Path) ->
         return out
     if isinstance(out.answer, dict) and "errorType" in out.answer:
         out.error = f"{out.answer['errorType']}: {out.answer.get('errorMessage')}"
+    return out
+
+
+@dataclass
+class SamServer:
+    """`sam local start-lambda` or `sam local start-api`, its port and its log (REPORT lines)."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def reports(self) -> list[re.Match[str]]:
+        return list(REPORT.finditer(self.log.read_text(errors="replace")))
+
+
+@contextmanager
+def sam_server(command: str, build_dir: Path, env_file: Path, log: Path) -> Iterator[SamServer]:
+    """``command`` is start-lambda or start-api; containers are kept warm (LAZY: one per function,
+    made on its first invocation), as Lambda keeps an execution environment between invocations."""
+    port = free_port()
+    argv = [str(sam_bin()), "local", command, "--skip-pull-image", "--template", str(build_dir / "template.yaml"),
+            "--env-vars", str(env_file), "--port", str(port), "--warm-containers", "LAZY"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=_env(),  # noqa: S603
+                                cwd=build_dir.parent.parent, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not port_open(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SamLocalError("sam_server_failed",
+                                    f"sam local {command} did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield SamServer(proc, port, log)
+    finally:
+        proc.terminate()  # SAM stops its warm containers on SIGTERM
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def lambda_invoke(server: SamServer, logical_id: str, event: Path) -> Invocation:
+    """One invocation through `sam local start-lambda`'s Lambda API (the same containers and
+    emulator as `sam local invoke`, kept warm), with the REPORT line it logged."""
+    from botocore.config import Config
+
+    client = boto3.client("lambda", endpoint_url=server.url, region_name="us-east-1", aws_access_key_id="testing",
+                          aws_secret_access_key="testing",
+                          config=Config(read_timeout=900, retries={"max_attempts": 0}, connect_timeout=10))
+    before = len(server.reports())
+    started = time.monotonic()
+    answer = client.invoke(FunctionName=logical_id, Payload=event.read_bytes())
+    out = Invocation(logical_id, event.stem, "start-lambda", time.monotonic() - started)
+    payload = answer["Payload"].read()
+    try:
+        out.answer = json.loads(payload) if payload else None
+    except ValueError:
+        out.error = f"not JSON: {payload[:300]!r}"
+    if answer.get("FunctionError") or (isinstance(out.answer, dict) and "errorType" in out.answer):
+        out.error = f"function error: {str(out.answer)[:500]}"
+    deadline = time.monotonic() + 10  # the container's log reaches SAM's output a moment later
+    while len(server.reports()) <= before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    reports = server.reports()
+    if len(reports) > before:
+        match = reports[before]
+        out.init_ms = float(match["init"]) if match["init"] else None
+        out.duration_ms = float(match["dur"])
+    out.log = server.log.read_text(errors="replace")[-6000:]
     return out
 
 
@@ -451,19 +526,31 @@ class Run:
         return [i for i in self.invocations if not i.passed]
 
 
+MODES = ("invoke", "start-lambda", "in-process")
+
+
 def run_samples(mode: str, app: TemplateConfig, build_dir: Path, work: Path, *, echo: bool = True) -> Run:
-    """Fresh stand-ins and seed, then every sample, in ORDER, through `sam local invoke` or in-process."""
+    """Fresh stand-ins and seed, then every sample, in ORDER: ``invoke`` (`sam local invoke`, a
+    new container each time), ``start-lambda`` (`sam local start-lambda`, warm containers) or
+    ``in-process`` (the built handler in a bare interpreter)."""
+    if mode not in MODES:
+        raise SamLocalError("bad_mode", f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     tag = uuid.uuid4().hex[:8]
-    with stand_ins(work / f"{mode}-{tag}") as s:
+    with stand_ins(work / f"{mode}-{tag}") as s, contextlib.ExitStack() as stack:
         seeded = seed(s, app, tag)
         values = overrides(s, seeded)
         env_file = s.work / "env-vars.json"
         env_file.write_text(json.dumps(env_vars(app, values), indent=2))
+        server = None
+        if mode == "start-lambda":
+            server = stack.enter_context(sam_server("start-lambda", build_dir, env_file, s.work / "start-lambda.log"))
         invocations = []
         for event in event_files():
             logical_id = app.function(event.stem.split("-", 1)[0]).logical_id
-            if mode == "sam":
+            if mode == "invoke":
                 inv = sam_invoke(build_dir, logical_id, event, env_file)
+            elif server is not None:
+                inv = lambda_invoke(server, logical_id, event)
             else:
                 inv = local_invoke(app, build_dir, logical_id, event, values, s.work / "tmp")
             check_answer(inv)
@@ -474,13 +561,140 @@ def run_samples(mode: str, app: TemplateConfig, build_dir: Path, work: Path, *, 
     return Run(mode, invocations)
 
 
+# One sample per function through `sam local invoke` (a new container each, as `make sam-local`
+# runs every sample): the states they need are made in between, in-process.
+EACH_FUNCTION = ["api-list-models", "artifacts-model-uploaded", "api-create-deployment", "deployer-insert",
+                 "reconcile-scheduled"]
+IN_PROCESS_STEPS = {"api-create-deployment"}
+
+
+def invoke_each_function(app: TemplateConfig, build_dir: Path, work: Path, *, echo: bool = True) -> list[Invocation]:
+    tag = uuid.uuid4().hex[:8]
+    events = {p.stem: p for p in event_files()}
+    out: list[Invocation] = []
+    with stand_ins(work / f"each-{tag}") as s:
+        seeded = seed(s, app, tag)
+        values = overrides(s, seeded)
+        env_file = s.work / "env-vars.json"
+        env_file.write_text(json.dumps(env_vars(app, values), indent=2))
+        for name in EACH_FUNCTION:
+            logical_id = app.function(name.split("-", 1)[0]).logical_id
+            if name in IN_PROCESS_STEPS:
+                inv = local_invoke(app, build_dir, logical_id, events[name], values, s.work / "tmp")
+            else:
+                inv = sam_invoke(build_dir, logical_id, events[name], env_file)
+            check_answer(inv)
+            check_state(inv, seeded.settings)
+            out.append(inv)
+            if echo:
+                print(inv.line(), flush=True)
+    return out
+
+
+@dataclass
+class ApiStep:
+    name: str
+    status: int
+    expected: int
+    body: Any
+    seconds: float
+
+    @property
+    def passed(self) -> bool:
+        return self.status == self.expected
+
+    def line(self) -> str:
+        state = "ok" if self.passed else f"FAILED: HTTP {self.status}, expected {self.expected}: {str(self.body)[:300]}"
+        return f"start-api          {self.name:<36} {state:<8} {self.seconds:6.1f} s"
+
+
+def drive_api(app: TemplateConfig, build_dir: Path, work: Path, *, echo: bool = True) -> list[ApiStep]:
+    """`sam local start-api` on the template's routes, and the seed's calls through it: create a
+    model and a version, upload model.joblib, deploy, get, delete; the caller is identified by an
+    API key (SAM runs no JWT authorizer; see the module's docstring)."""
+    import httpx
+
+    from tests.support.models import train_iris
+
+    tag = uuid.uuid4().hex[:8]
+    steps: list[ApiStep] = []
+    with stand_ins(work / f"start-api-{tag}") as s:
+        seeded = seed(s, app, tag)
+        env_file = s.work / "env-vars.json"
+        env_file.write_text(json.dumps(env_vars(app, overrides(s, seeded)), indent=2))
+        model_path, _ = train_iris(s.work / "upload.joblib")
+        with sam_server("start-api", build_dir, env_file, s.work / "start-api.log") as server, \
+                httpx.Client(base_url=server.url, timeout=120) as http:
+            auth = {"Authorization": f"Bearer {seeded.api_key}"}
+
+            def call(name: str, expected: int, method: str, path: str, **kw: Any) -> Any:
+                started = time.monotonic()
+                answer = http.request(method, path, **kw)
+                try:
+                    body = answer.json()
+                except ValueError:
+                    body = answer.text
+                step = ApiStep(name, answer.status_code, expected, body, time.monotonic() - started)
+                steps.append(step)
+                if echo:
+                    print(step.line(), flush=True)
+                return body if step.passed else None
+
+            call("GET /healthz", 200, "GET", "/healthz")
+            call("no credentials -> 401", 401, "GET", "/api/v1/models")
+            model = call("create model", 201, "POST", "/api/v1/models", headers=auth,
+                         json={"name": f"start-api-{tag}", "description": "through sam local start-api"})
+            version = model and call("create version", 201, "POST", f"/api/v1/models/{model['id']}/versions",
+                                     headers=auth, json={})
+            # `sam local start-api` hands an HTTP API only UTF-8 request bodies (it base64-encodes
+            # binary ones only for a REST API's BinaryMediaTypes), so a multipart upload of a
+            # binary model.joblib gets SAM's 502 before the function runs. The presigned upload is
+            # the other way the API offers (and the one for large files): the file goes straight to
+            # the bucket, and its S3 notification, as S3 -> SQS would deliver it, goes to the
+            # artifacts function through `sam local invoke`.
+            target = version and call("presigned upload URL", 200, "POST",
+                                      f"/api/v1/versions/{version['id']}/upload-url", headers=auth, json={})
+            uploaded = None
+            if target:
+                post = httpx.post(target["model"]["url"], data=target["model"]["fields"],
+                                  files={"file": ("model.joblib", model_path.read_bytes())}, timeout=60)
+                key = target["model"]["key"]
+                steps.append(ApiStep("PUT model.joblib to the bucket", post.status_code, 204, post.text[:300], 0.0))
+                notification = json.loads((ROOT / "events" / "artifacts-model-uploaded.json").read_text())
+                body = json.loads(notification["Records"][0]["body"])
+                body["Records"][0]["s3"]["object"]["key"] = key
+                notification["Records"][0]["body"] = json.dumps(body)
+                event = s.work / "upload-notification.json"
+                event.write_text(json.dumps(notification))
+                inv = sam_invoke(build_dir, app.function("artifacts").logical_id, event, env_file)
+                check_answer(inv)
+                steps.append(ApiStep("S3 event -> ArtifactsFunction", 200 if inv.passed else 500, 200,
+                                     inv.error or inv.problems or inv.answer, inv.seconds))
+                if echo:
+                    print(steps[-2].line() + "\n" + steps[-1].line(), flush=True)
+                uploaded = call("version is READY", 200, "GET", f"/api/v1/versions/{version['id']}", headers=auth)
+                if uploaded and uploaded.get("status") != "READY":
+                    steps[-1].expected, steps[-1].body = -1, uploaded
+                    uploaded = None
+            deployment = uploaded and call("deploy", 201, "POST", f"/api/v1/versions/{version['id']}/deployments",
+                                           headers=auth, json={"replicas": 1})
+            if deployment:
+                call("get deployment", 200, "GET", f"/api/v1/deployments/{deployment['id']}", headers=auth)
+                call("delete deployment", 202, "DELETE", f"/api/v1/deployments/{deployment['id']}", headers=auth)
+            if model:
+                call("get model", 200, "GET", f"/api/v1/models/{model['id']}", headers=auth)
+    return steps
+
+
 def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
     for key, value in CREDENTIALS.items():  # the stand-ins' fake credentials; never real AWS
         os.environ.setdefault(key, value)
-    mode = "in-process" if "--in-process" in args else "sam"
+    mode = next((a.removeprefix("--mode=") for a in args if a.startswith("--mode=")), "invoke")
     try:
-        if mode == "sam":
+        if mode not in MODES:
+            raise SamLocalError("bad_mode", f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+        if mode != "in-process":
             if shutil.which("docker") is None:
                 raise SamLocalError("no_docker", "Docker is missing: `make engine` installs and starts it (as root)")
             prepared = prepare()
@@ -491,14 +705,17 @@ def main(argv: list[str] | None = None) -> int:
         app = load_template(ROOT / "template.yaml")
         for name, size in layer_sizes(build_dir, app).items():
             print(f"unzipped {name:<18} {size / 2**20:6.1f} MiB (Lambda's limit {LAMBDA_UNZIPPED_LIMIT // 2**20} MiB)")
-        run = run_samples(mode, app, build_dir, ROOT / ".modelport" / "sam-local")
+        work = ROOT / ".modelport" / "sam-local"
+        run = run_samples(mode, app, build_dir, work)
+        steps = drive_api(app, build_dir, work) if mode != "in-process" and "--no-api" not in args else []
     except SamLocalError as error:
         print(f"sam-local: {error}", file=sys.stderr)
         return 2
     for inv in run.failed:
         print(f"--- {inv.event}\n{inv.log[-2500:]}", file=sys.stderr)
-    print(f"{len(run.invocations) - len(run.failed)} passed, {len(run.failed)} failed")
-    return 1 if run.failed else 0
+    failed = len(run.failed) + sum(not step.passed for step in steps)
+    print(f"{len(run.invocations) + len(steps) - failed} passed, {failed} failed")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
