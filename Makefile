@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export MODELPORT_TOOLS_DIR ?= $(CURDIR)/.tools
 
-.PHONY: env tools engine engine-stop image test test-unit lint up clean
+.PHONY: env tools engine engine-stop image sam-local test test-unit lint up clean
 
 env: $(VENV)/.installed
 
@@ -42,6 +42,13 @@ engine-stop:
 
 image: engine
 	infra/image/build.sh
+
+# Every function in a Lambda container: the Lambda-compatible python3.11 image on the shared
+# debootstrap base (infra/image/build.sh lambda), `sam build`, local stand-ins, every sample in
+# events/ through `sam local invoke`, then the seed's API calls through `sam local start-api`
+# (tests/support/sam_local.py; --mode=start-lambda keeps containers warm and is much faster).
+sam-local: env tools engine
+	$(PY) -m tests.support.sam_local $(SAM_LOCAL_ARGS)
 
 clean:
 	rm -rf $(VENV) .tools .modelport

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from modelport.domain.paths import endpoint_url
@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     failed_record_ttl_seconds: int = 86400
     kubeconfig: str | None = Field(default=None, validation_alias="KUBECONFIG")
     kubeconfig_secret_arn: str | None = None
+    secrets_manager_endpoint: str | None = Field(
+        default=None, description="Secrets Manager endpoint URL (a stand-in's, for `sam local`); unset means AWS"
+    )
     helm_bin: str | None = None
     kubectl_bin: str | None = None
     chart_path: str | None = None
@@ -80,6 +83,16 @@ class Settings(BaseSettings):
 
     # --- logging ---
     log_level: str = "INFO"
+
+    @field_validator(
+        "minio_endpoint", "dynamodb_endpoint", "secrets_manager_endpoint", "kubeconfig", "kubeconfig_secret_arn",
+        "public_base_url", mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # template.yaml declares these with "" in AWS (so that `sam local`'s env-vars file may set
+        # them: SAM overrides only variables the template declares); "" means "not set"
+        return None if value == "" else value
 
     @property
     def s3_endpoint_url(self) -> str | None:

@@ -116,7 +116,7 @@ def find_chart(setting: str | None) -> Path:
     )
 
 
-def kubeconfig_from_secret(arn: str, region: str | None = None) -> Path:
+def kubeconfig_from_secret(arn: str, region: str | None = None, endpoint: str | None = None) -> Path:
     """The kubeconfig from Secrets Manager, in a 0600 temporary file: the secret is read once per
     process; an EKS ``aws eks get-token`` user is replaced by a token made here (Lambda has no AWS
     CLI, see deploy/eks.py), and the file is rewritten before that token expires."""
@@ -127,7 +127,7 @@ def kubeconfig_from_secret(arn: str, region: str | None = None) -> Path:
         )
         if cached is not None and fresh:
             return cached[0]
-        text = cached[1] if cached is not None else _read_secret(arn, region)
+        text = cached[1] if cached is not None else _read_secret(arn, region, endpoint)
         rendered = with_eks_tokens(text, region or os.environ.get("AWS_REGION", "us-east-1"))
         path = cached[0] if cached is not None else Path(
             tempfile.mkstemp(prefix="modelport-kubeconfig-", suffix=".yaml")[1]
@@ -138,12 +138,13 @@ def kubeconfig_from_secret(arn: str, region: str | None = None) -> Path:
         return path
 
 
-def _read_secret(arn: str, region: str | None) -> str:
+def _read_secret(arn: str, region: str | None, endpoint: str | None = None) -> str:
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        answer = boto3.client("secretsmanager", region_name=region).get_secret_value(SecretId=arn)
+        client = boto3.client("secretsmanager", region_name=region, endpoint_url=endpoint)
+        answer = client.get_secret_value(SecretId=arn)
     except (BotoCoreError, ClientError) as exc:
         raise ClusterError(f"could not read the kubeconfig secret: {exc}", retryable=True) from exc
     text = answer.get("SecretString")
@@ -385,7 +386,8 @@ class HelmDriver:
         if self.settings.kubeconfig:
             return Path(self.settings.kubeconfig)
         if self.settings.kubeconfig_secret_arn:
-            return kubeconfig_from_secret(self.settings.kubeconfig_secret_arn, self.settings.aws_region)
+            return kubeconfig_from_secret(self.settings.kubeconfig_secret_arn, self.settings.aws_region,
+                                          self.settings.secrets_manager_endpoint)
         return None
 
     def _env(self) -> dict[str, str]:
