@@ -23,6 +23,7 @@ import pytest
 
 from modelport.local.processes import ServerProcess, free_port
 from modelport.local.template import TemplateConfig, load_template, load_yaml
+from tests.support.sam_local import RUNNER
 
 pytestmark = pytest.mark.integration
 
@@ -30,36 +31,6 @@ ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / ".aws-sam" / "build"
 EVENTS = ROOT / "events"
 LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024  # function code and all its layers, unzipped
-
-RUNNER = r"""
-import importlib, json, sys, traceback
-function_dir, layer_dir, event_path, function_name, timeout_s = sys.argv[1:6]
-sys.path[:0] = [function_dir, layer_dir]
-
-class Context:
-    function_name = function_name
-    function_version = "$LATEST"
-    memory_limit_in_mb = 1024
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:" + function_name
-    aws_request_id = "00000000-0000-0000-0000-000000000001"
-    log_group_name = "/aws/lambda/" + function_name
-    log_stream_name = "2024/01/01/[$LATEST]0000"
-    def get_remaining_time_in_millis(self):
-        return int(timeout_s) * 1000
-
-with open(event_path) as handle:
-    event = json.load(handle)
-try:
-    module = importlib.import_module("app")
-    result = module.handler(event, Context())
-    out = {"ok": True, "result": result}
-except BaseException as exc:
-    out = {"ok": False, "error_type": type(exc).__name__, "error": str(exc), "traceback": traceback.format_exc()}
-files = {getattr(m, "__file__", None) for m in list(sys.modules.values())}
-foreign = sorted(f for f in files if f and not f.startswith((function_dir, layer_dir, sys.base_prefix)))
-out["foreign_modules"] = foreign
-print("@@RESULT@@" + json.dumps(out, default=str))
-"""
 
 API_STATUS = {
     "api-healthz": 200,

@@ -472,9 +472,7 @@ class ApiServer(kmock.KubernetesEmulator):
         group, _, plural, _, _ = key
         if (group, plural) == ("apps", "deployments"):
             if event == "DELETED":  # the garbage collector: the Deployment's pods go with it
-                uid = obj["metadata"].get("uid")
-                for pod_key in [k for k, pod in self._store.items() if k[:4] == ("", "v1", "pods", key[3])
-                                and any(r.get("uid") == uid for r in pod["metadata"].get("ownerReferences", []))]:
+                for pod_key, _ in self._controller.pods_of(key[3], obj["metadata"].get("uid")):
                     self._controller._delete_pod(pod_key)
             else:
                 self._controller.schedule(key)

@@ -101,7 +101,7 @@ class DeploymentController:
 
     # ---- the sync -------------------------------------------------------------------------------
 
-    def _pods(self, namespace: str | None, uid: str | None) -> list[tuple[Key, JsonObj]]:
+    def pods_of(self, namespace: str | None, uid: str | None) -> list[tuple[Key, JsonObj]]:
         return [
             (k, pod)
             for k, pod in self.api._store.items()
@@ -143,7 +143,7 @@ class DeploymentController:
         spec = deployment.get("spec") or {}
         desired = int(spec.get("replicas", 1))
         pod_hash = template_hash(spec.get("template") or {})
-        pods = self._pods(namespace, deployment["metadata"]["uid"])
+        pods = self.pods_of(namespace, deployment["metadata"]["uid"])
         new = [(k, p) for k, p in pods if p["metadata"]["labels"].get("pod-template-hash") == pod_hash]
         old = [(k, p) for k, p in pods if (k, p) not in new]
         recreate = (spec.get("strategy") or {}).get("type") == "Recreate"
@@ -163,7 +163,7 @@ class DeploymentController:
         # remove old pods while enough of the rest are ready
         if old:
             min_available = max(0, desired - unavailable)
-            ready_now = sum(pod_ready(p) for _, p in self._pods(namespace, deployment["metadata"]["uid"]))
+            ready_now = sum(pod_ready(p) for _, p in self.pods_of(namespace, deployment["metadata"]["uid"]))
             for pod_key, pod in sorted(old, key=lambda item: pod_ready(item[1])):
                 if recreate or not pod_ready(pod):
                     self._delete_pod(pod_key)
@@ -179,7 +179,7 @@ class DeploymentController:
         spec = deployment.get("spec") or {}
         desired = int(spec.get("replicas", 1))
         pod_hash = template_hash(spec.get("template") or {})
-        pods = [p for _, p in self._pods(key[3], deployment["metadata"]["uid"])]
+        pods = [p for _, p in self.pods_of(key[3], deployment["metadata"]["uid"])]
         new = [p for p in pods if p["metadata"]["labels"].get("pod-template-hash") == pod_hash]
         ready = sum(pod_ready(p) for p in pods)
         new_ready = sum(pod_ready(p) for p in new)

@@ -338,50 +338,32 @@ def sam_invoke(build_dir: Path, logical_id: str, event: Path, env_file: Path) ->
     return out
 
 
-@dataclass
-class SamServer:
-    """`sam local start-lambda` or `sam local start-api`, its port and its log (REPORT lines)."""
-
-    process: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def reports(self) -> list[re.Match[str]]:
-        return list(REPORT.finditer(self.log.read_text(errors="replace")))
+def reports(server: ServerProcess) -> list[re.Match[str]]:
+    """The REPORT lines a `sam local start-lambda` / `start-api` has logged so far."""
+    assert server.log_path is not None
+    return list(REPORT.finditer(server.log_path.read_text(errors="replace")))
 
 
 @contextmanager
-def sam_server(command: str, build_dir: Path, env_file: Path, log: Path) -> Iterator[SamServer]:
+def sam_server(command: str, build_dir: Path, env_file: Path, log_dir: Path) -> Iterator[ServerProcess]:
     """``command`` is start-lambda or start-api; containers are kept warm (LAZY: one per function,
-    made on its first invocation), as Lambda keeps an execution environment between invocations."""
+    made on its first invocation), as Lambda keeps an execution environment between invocations.
+    Its log is ``log_dir/sam-{command}.log``."""
     port = free_port()
     argv = [str(sam_bin()), "local", command, "--skip-pull-image", "--template", str(build_dir / "template.yaml"),
             "--env-vars", str(env_file), "--port", str(port), "--warm-containers", "LAZY"]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=_env(),  # noqa: S603
-                                cwd=build_dir.parent.parent, start_new_session=True)
+    server = start(f"sam-{command}", argv, port, log_dir=log_dir, cwd=build_dir.parent.parent, env=_env())
     try:
-        deadline = time.monotonic() + 120
-        while not port_open(port):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SamLocalError("sam_server_failed",
-                                    f"sam local {command} did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.1)
-        yield SamServer(proc, port, log)
-    finally:
-        proc.terminate()  # SAM stops its warm containers on SIGTERM
         try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+            server.wait_ready(120)
+        except (RuntimeError, TimeoutError) as exc:
+            raise SamLocalError("sam_server_failed", f"sam local {command} did not start: {exc}") from None
+        yield server
+    finally:
+        server.stop(60)  # SAM stops its warm containers on SIGTERM
 
 
-def lambda_invoke(server: SamServer, logical_id: str, event: Path) -> Invocation:
+def lambda_invoke(server: ServerProcess, logical_id: str, event: Path) -> Invocation:
     """One invocation through `sam local start-lambda`'s Lambda API (the same containers and
     emulator as `sam local invoke`, kept warm), with the REPORT line it logged."""
     from botocore.config import Config
@@ -389,7 +371,7 @@ def lambda_invoke(server: SamServer, logical_id: str, event: Path) -> Invocation
     client = boto3.client("lambda", endpoint_url=server.url, region_name="us-east-1", aws_access_key_id="testing",
                           aws_secret_access_key="testing",
                           config=Config(read_timeout=900, retries={"max_attempts": 0}, connect_timeout=10))
-    before = len(server.reports())
+    before = len(reports(server))
     started = time.monotonic()
     answer = client.invoke(FunctionName=logical_id, Payload=event.read_bytes())
     out = Invocation(logical_id, event.stem, "start-lambda", time.monotonic() - started)
@@ -401,21 +383,24 @@ def lambda_invoke(server: SamServer, logical_id: str, event: Path) -> Invocation
     if answer.get("FunctionError") or (isinstance(out.answer, dict) and "errorType" in out.answer):
         out.error = f"function error: {str(out.answer)[:500]}"
     deadline = time.monotonic() + 10  # the container's log reaches SAM's output a moment later
-    while len(server.reports()) <= before and time.monotonic() < deadline:
+    while len(reports(server)) <= before and time.monotonic() < deadline:
         time.sleep(0.05)
-    reports = server.reports()
-    if len(reports) > before:
-        match = reports[before]
+    logged = reports(server)
+    if len(logged) > before:
+        match = logged[before]
         out.init_ms = float(match["init"]) if match["init"] else None
         out.duration_ms = float(match["dur"])
-    out.log = server.log.read_text(errors="replace")[-6000:]
+    out.log = server.log_tail(200)[-6000:]
     return out
 
 
+# One built handler run in-process, as Lambda would import it from the build (code and layer on
+# sys.path, nothing else): its answer, or its error, and any module imported from outside the build.
 RUNNER = r"""
-import importlib, json, sys, time, traceback
+import importlib, json, sys, traceback
 function_dir, layer_dir, event_path, function_name, timeout_s = sys.argv[1:6]
 sys.path[:0] = [function_dir, layer_dir]
+
 class Context:
     function_name = function_name
     function_version = "$LATEST"
@@ -423,14 +408,21 @@ class Context:
     invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:" + function_name
     aws_request_id = "00000000-0000-0000-0000-000000000001"
     log_group_name = "/aws/lambda/" + function_name
-    log_stream_name = "local"
+    log_stream_name = "2024/01/01/[$LATEST]0000"
     def get_remaining_time_in_millis(self):
         return int(timeout_s) * 1000
-event = json.load(open(event_path))
+
+with open(event_path) as handle:
+    event = json.load(handle)
 try:
-    out = {"ok": True, "result": importlib.import_module("app").handler(event, Context())}
+    module = importlib.import_module("app")
+    result = module.handler(event, Context())
+    out = {"ok": True, "result": result}
 except BaseException as exc:
-    out = {"ok": False, "error": type(exc).__name__ + ": " + str(exc), "traceback": traceback.format_exc()}
+    out = {"ok": False, "error_type": type(exc).__name__, "error": str(exc), "traceback": traceback.format_exc()}
+files = {getattr(m, "__file__", None) for m in list(sys.modules.values())}
+foreign = sorted(f for f in files if f and not f.startswith((function_dir, layer_dir, sys.base_prefix)))
+out["foreign_modules"] = foreign
 print("@@RESULT@@" + json.dumps(out, default=str))
 """
 
@@ -475,7 +467,7 @@ def local_invoke(app: TemplateConfig, build_dir: Path, logical_id: str, event: P
     if result["ok"]:
         out.answer = result["result"]
     else:
-        out.error = result["error"]
+        out.error = f"{result['error_type']}: {result['error']}"
         out.log += result.get("traceback", "")
     return out
 
@@ -543,7 +535,7 @@ def run_samples(mode: str, app: TemplateConfig, build_dir: Path, work: Path, *, 
         env_file.write_text(json.dumps(env_vars(app, values), indent=2))
         server = None
         if mode == "start-lambda":
-            server = stack.enter_context(sam_server("start-lambda", build_dir, env_file, s.work / "start-lambda.log"))
+            server = stack.enter_context(sam_server("start-lambda", build_dir, env_file, s.work))
         invocations = []
         for event in event_files():
             logical_id = app.function(event.stem.split("-", 1)[0]).logical_id
@@ -623,7 +615,7 @@ def drive_api(app: TemplateConfig, build_dir: Path, work: Path, *, echo: bool = 
         env_file = s.work / "env-vars.json"
         env_file.write_text(json.dumps(env_vars(app, overrides(s, seeded)), indent=2))
         model_path, _ = train_iris(s.work / "upload.joblib")
-        with sam_server("start-api", build_dir, env_file, s.work / "start-api.log") as server, \
+        with sam_server("start-api", build_dir, env_file, s.work) as server, \
                 httpx.Client(base_url=server.url, timeout=120) as http:
             auth = {"Authorization": f"Bearer {seeded.api_key}"}
 
