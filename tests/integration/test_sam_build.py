@@ -23,7 +23,7 @@ import pytest
 
 from modelport.local.processes import ServerProcess, free_port
 from modelport.local.template import TemplateConfig, load_template, load_yaml
-from tests.support.sam_local import RUNNER
+from tests.support.sam_local import RUNNER, map_layer_paths
 
 pytestmark = pytest.mark.integration
 
@@ -155,12 +155,7 @@ def _environment(app: TemplateConfig, name: str, build: Path, aws: dict[str, str
             value = resources[ref] if ref in resources else params[ref].get("Default", "")
         assert isinstance(value, str | int), (key, value)
         env[key] = str(value)
-    opt = {"/opt/helm/": f"{build}/K8sToolsLayer/helm/", "/opt/kubectl/": f"{build}/K8sToolsLayer/kubectl/",
-           "/opt/charts/": f"{build}/ModelportLayer/charts/", "/tmp": str(tmp)}
-    for key, value in env.items():
-        for prefix, local in opt.items():
-            if value.startswith(prefix):
-                env[key] = local + value[len(prefix):]
+    map_layer_paths(env, build, tmp)
     kubeconfig = tmp / "kubeconfig"
     kubeconfig.write_text(json.dumps({
         "apiVersion": "v1", "kind": "Config", "current-context": "nowhere",

@@ -427,6 +427,16 @@ print("@@RESULT@@" + json.dumps(out, default=str))
 """
 
 
+def map_layer_paths(env: dict[str, str], build_dir: Path, tmp: Path) -> None:
+    """Values naming the layers' /opt paths (and /tmp) point into the build (and ``tmp``) instead."""
+    opt = {"/opt/helm/": f"{build_dir}/K8sToolsLayer/helm/", "/opt/kubectl/": f"{build_dir}/K8sToolsLayer/kubectl/",
+           "/opt/charts/": f"{build_dir}/ModelportLayer/charts/", "/tmp": str(tmp)}
+    for key, value in env.items():
+        for prefix, local in opt.items():
+            if value.startswith(prefix):
+                env[key] = local + value[len(prefix):]
+
+
 def in_process_env(app: TemplateConfig, logical_id: str, build_dir: Path, values: dict[str, str],
                    tmp: Path) -> dict[str, str]:
     """The function's environment as the template declares it, with the same overrides, and the
@@ -438,12 +448,7 @@ def in_process_env(app: TemplateConfig, logical_id: str, build_dir: Path, values
             value = params.get(value["Ref"], {}).get("Default", "")
         env[key] = str(value)
     env.update({k: v for k, v in values.items() if k in env})
-    opt = {"/opt/helm/": f"{build_dir}/K8sToolsLayer/helm/", "/opt/kubectl/": f"{build_dir}/K8sToolsLayer/kubectl/",
-           "/opt/charts/": f"{build_dir}/ModelportLayer/charts/", "/tmp": str(tmp)}
-    for key, value in env.items():
-        for prefix, local in opt.items():
-            if value.startswith(prefix):
-                env[key] = local + value[len(prefix):]
+    map_layer_paths(env, build_dir, tmp)
     return {**env, **CREDENTIALS, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "AWS_LAMBDA_FUNCTION_NAME": logical_id}
 
 
