@@ -133,3 +133,24 @@ class TokenOut(BaseModel):
     deployment_id: int
     protected: bool
     token: str | None = Field(default=None, description="shown once, when issued; send as 'Authorization: Bearer'")
+
+
+class MetricsPointOut(BaseModel):
+    """One minute of a deployment's traffic, as its model servers counted it."""
+
+    at: datetime = Field(description="the minute's start (UTC)")
+    requests: int = Field(description="prediction requests answered")
+    errors: int = Field(description="of them, answered with a 5xx code")
+    error_rate: float | None = Field(description="errors / requests; null without requests")
+    p50_ms: float | None
+    p99_ms: float | None
+    mean_batch_rows: float | None = Field(description="rows per model call (micro-batches merge requests)")
+    replicas_ready: int
+
+
+class MetricsOut(BaseModel):
+    deployment_id: int
+    window_seconds: int
+    interval_seconds: int
+    sampled_at: datetime | None = Field(description="the last sample in the window; null: none yet")
+    points: list[MetricsPointOut] = Field(description="minutes with a sample, oldest first")

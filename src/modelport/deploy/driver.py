@@ -15,6 +15,9 @@ Contract, for every driver:
 - ``status`` answers None for an unknown release.
 - ``list_releases`` lists modelport's releases (labelled ``modelport.io/managed=true``) in
   ``user-*`` namespaces only.
+- ``scrape(namespace, release)`` reads ``/metrics`` of each of the release's running model
+  servers (in a cluster through the API server's pod proxy, as the API never reaches pods
+  itself); a pod that cannot be read is listed with its error, not left out silently.
 - ``ClusterError.retryable`` says whether trying again later can help (cluster unreachable,
   throttled, operation in progress) or not (the release itself failed: bad values, a pod that
   never becomes ready); its message is meant for the user and says what to do.
@@ -123,6 +126,14 @@ class ReleaseInfo(BaseModel):
     )
 
 
+class PodMetrics(BaseModel):
+    """One model server's ``/metrics`` text as scraped, or why it could not be read."""
+
+    pod: str = Field(description="the pod's name (locally: the release and replica number)")
+    text: str | None = None
+    error: str | None = None
+
+
 class ClusterError(ModelportError):
     """The cluster could not do what was asked.
 
@@ -170,6 +181,11 @@ class ClusterDriver(Protocol):
 
     def list_releases(self) -> list[ReleaseInfo]:
         """modelport's releases in user-* namespaces. Raises ClusterError."""
+        ...
+
+    def scrape(self, namespace: str, release: str) -> list[PodMetrics]:
+        """``/metrics`` of each running model server of the release ([] for an unknown release).
+        Raises ClusterError when the cluster cannot be reached."""
         ...
 
     def rollback(self, namespace: str, release: str) -> ReleaseStatus:

@@ -54,11 +54,12 @@ from modelport.deploy.driver import (
     NAMESPACE_PREFIX,
     ClusterError,
     DeploySpec,
+    PodMetrics,
     ReleaseInfo,
     ReleasePhase,
     ReleaseStatus,
 )
-from modelport.domain.model_server import ENV_NAMES, READY_PATH, ServerConfig, server_argv
+from modelport.domain.model_server import ENV_NAMES, METRICS_PATH, READY_PATH, ServerConfig, server_argv
 from modelport.local import state
 from modelport.local.processes import free_port
 from modelport.local.release import (
@@ -384,6 +385,21 @@ class LocalProcessDriver:
                 for rel in self._releases.values()
                 if rel.namespace.startswith(NAMESPACE_PREFIX)
             ]
+
+    def scrape(self, namespace: str, release: str) -> list[PodMetrics]:
+        with self._lock:
+            rel = self._releases.get((namespace, release))
+            replicas = [] if rel is None else [r for r in rel.replicas if r.process is not None and not r.stopping]
+        scraped = []
+        for replica in replicas:
+            pod = f"{release}-{replica.index + 1}"
+            try:
+                answer = self._http.get(replica.url + METRICS_PATH, timeout=2.0)
+                answer.raise_for_status()
+                scraped.append(PodMetrics(pod=pod, text=answer.text))
+            except httpx.HTTPError as exc:
+                scraped.append(PodMetrics(pod=pod, error=f"{type(exc).__name__}: {exc}"))
+        return scraped
 
     def rollback(self, namespace: str, release: str) -> ReleaseStatus:
         with self._lock:

@@ -16,9 +16,10 @@ children included (Ctrl-C, SIGTERM: ``foreground.run``):
    calling the functions' own handlers (``functions/{deployer,artifacts}/app.py``, loaded by path:
    ``functions.load_function_module``), with template.yaml's batch settings;
 6. the API (``create_app``) on ``--port`` and, for the local driver, the gateway on
-   ``--gateway-port``; the reconcile sweep, once now and every 5 minutes (the scheduled function),
-   and with it the recovery of uploads whose event was lost (``ArtifactEvents.recover``: the
-   uploads queue is moto's, in memory, even under ``--persist``);
+   ``--gateway-port``; the reconcile sweep, once now and every 5 minutes, and with it the recovery
+   of uploads whose event was lost (``ArtifactEvents.recover``: the uploads queue is moto's, in
+   memory, even under ``--persist``); the metrics sampler (``deploy.metrics``), every
+   ``METRICS_SAMPLE_SECONDS`` (in AWS the scheduled function does both, every minute);
 7. a default user (first start only) whose API key is printed once and kept, with the endpoint, in
    ``Options.keys`` (the CLI's config); then one line ``ready api=... gateway=...``.
 """
@@ -43,6 +44,7 @@ from rich.logging import RichHandler
 from modelport.api.app import create_app
 from modelport.artifacts.storage import ObjectStore
 from modelport.deploy.driver import ClusterDriver
+from modelport.deploy.metrics import sample_all
 from modelport.deploy.reconcile import sweep
 from modelport.deploy.runtime import build_driver
 from modelport.domain.entities import DeploymentStatus
@@ -165,6 +167,7 @@ class Platform:
         self._uploads = ArtifactEvents(self.store, ObjectStore(settings), settings)
         self._sweeper = threading.Thread(target=self._sweep_loop, name="sweep", daemon=True)
         self._sweeper.start()
+        threading.Thread(target=self._sample_loop, name="metrics", daemon=True).start()
         self._user()
         self.say(f"ready api={self.api_url} gateway={self.gateway_url}")
 
@@ -265,6 +268,14 @@ class Platform:
                 logger.warning("sweep failed", exc_info=True)
             if self.stopped.wait(SWEEP_INTERVAL_SECONDS):
                 return
+
+    def _sample_loop(self) -> None:
+        while not self.stopped.wait(self.settings.metrics_sample_seconds):
+            try:
+                for line in sample_all(self.store, self.driver, self.settings).lines():
+                    logger.debug("metrics: %s", line)
+            except Exception:  # noqa: BLE001 - the next run tries again
+                logger.warning("metrics sampling failed", exc_info=True)
 
     def _report(self, event: Any) -> None:
         """A replica exited or recovered: say so in the deployment's status message."""

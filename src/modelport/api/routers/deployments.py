@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from modelport.api.deps import (
     IdempotencyDep,
@@ -12,9 +12,16 @@ from modelport.api.deps import (
     SettingsDep,
     StoreDep,
 )
-from modelport.api.schemas import DeploymentCreate, DeploymentOut, DeploymentUpdate, PageOut, TokenOut
+from modelport.api.schemas import (
+    DeploymentCreate,
+    DeploymentOut,
+    DeploymentUpdate,
+    MetricsOut,
+    PageOut,
+    TokenOut,
+)
 from modelport.domain.entities import Deployment
-from modelport.services import deployments
+from modelport.services import deployments, metrics
 
 router = APIRouter(tags=["deployments"])
 
@@ -80,3 +87,14 @@ def remove_token(deployment_id: int, owner: Owner, store: StoreDep) -> TokenOut:
     """Open the prediction URL to anyone again."""
     deployments.remove_token(store, owner, deployment_id)
     return TokenOut(deployment_id=deployment_id, protected=False)
+
+
+@router.get("/deployments/{deployment_id}/metrics", response_model=MetricsOut)
+def deployment_metrics(
+    deployment_id: int, owner: Owner, store: StoreDep, settings: SettingsDep,
+    window: str = Query(default="1h", description="how far back: 15m, 1h, 6h, 24h ..."),
+) -> MetricsOut:
+    """Per-minute requests, errors, p50/p99 latency, batch sizes and replicas ready, as the
+    deployer's sampler read them from the model servers."""
+    series = metrics.deployment_metrics(store, settings, owner, deployment_id, window)
+    return MetricsOut.model_validate(series.model_dump())
