@@ -1,6 +1,6 @@
 """ReconcileFunction (scheduled, every minute): samples every live deployment's model-server
-metrics (``deploy.metrics``: the dashboard's series, the rollout decisions' figures), then the
-sweep. Uninstalls modelport releases that have no record,
+metrics (``deploy.metrics``: the dashboard's series, the rollout decisions' figures), takes the
+canary decisions (``services.rollouts.evaluate``), then the sweep. Uninstalls modelport releases that have no record,
 re-drives records stuck in a transient status, reinstalls READY records whose release is gone.
 
 ``build(settings, ...)`` makes the handler from explicit dependencies; ``handler`` is Lambda's
@@ -19,6 +19,7 @@ from modelport.deploy.driver import ClusterDriver
 from modelport.deploy.metrics import sample_all
 from modelport.deploy.reconcile import sweep
 from modelport.deploy.runtime import build_driver
+from modelport.services import rollouts
 from modelport.settings import Settings
 from modelport.store.repository import Store
 
@@ -37,6 +38,9 @@ def build(settings: Settings, *, store: Store | None = None, driver: ClusterDriv
         sampled = sample_all(table, cluster, settings)
         for line in sampled.lines():
             logger.info(line)
+        for deployment_id, decision in rollouts.evaluate(table):
+            logger.info("canary decision", extra={"deployment_id": deployment_id, "verdict": decision.verdict,
+                                                  "reason": decision.reason})
         report = sweep(table, cluster, settings)
         for line in report.lines():
             logger.info(line)

@@ -70,6 +70,10 @@ class DeploySpec(BaseModel):
     )
 
     replicas: int = Field(default=1, ge=0)
+    canary_weight: int | None = Field(
+        default=None, ge=0, le=100,
+        description="set: this release is a canary beside the deployment's stable one, given this share of requests",
+    )
     image: str = Field(description="the model server image reference, repository:tag or repository@sha256:...")
 
     ingress_enabled: bool = True

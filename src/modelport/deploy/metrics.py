@@ -6,7 +6,8 @@ Run by the scheduled reconcile function (every minute, before its sweep) and by 
 (every ``METRICS_SAMPLE_SECONDS``). The API never talks to the cluster: this is how the figures
 reach it. Rules:
 - a deployment whose release may have running model servers (DEPLOYING, READY, UPDATING) is
-  sampled, one release at a time, through ``ClusterDriver.scrape``;
+  sampled, one release at a time (its canary's too, while one progresses), through
+  ``ClusterDriver.scrape``;
 - the sample is the difference between each pod's counters now and at the last run (a restarted
   pod, or one not seen before, counts from zero), summed over pods; replicas ready is the number of
   pods whose model is loaded now; pods that could not be read count as not ready;
@@ -85,8 +86,8 @@ def sample_release(store: MetricsRecords, driver: ClusterDriver, settings: Setti
 def sample_all(store: MetricsRecords, driver: ClusterDriver, settings: Settings, *,
                now: float | None = None) -> SampleReport:
     report = SampleReport()
-    targets = [(d.id, d.namespace, d.k8s_service_name) for d in store.all_deployments()
-               if d.status in SAMPLED_STATUSES]
+    targets = [(d.id, d.namespace, release) for d in store.all_deployments() if d.status in SAMPLED_STATUSES
+               for release in d.release_names]
 
     def one(target: tuple[int, str, str]) -> None:
         deployment_id, namespace, release = target

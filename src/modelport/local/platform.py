@@ -18,8 +18,9 @@ children included (Ctrl-C, SIGTERM: ``foreground.run``):
 6. the API (``create_app``) on ``--port`` and, for the local driver, the gateway on
    ``--gateway-port``; the reconcile sweep, once now and every 5 minutes, and with it the recovery
    of uploads whose event was lost (``ArtifactEvents.recover``: the uploads queue is moto's, in
-   memory, even under ``--persist``); the metrics sampler (``deploy.metrics``), every
-   ``METRICS_SAMPLE_SECONDS`` (in AWS the scheduled function does both, every minute);
+   memory, even under ``--persist``); the metrics sampler (``deploy.metrics``) and after it the
+   canary decisions (``services.rollouts.evaluate``), every ``METRICS_SAMPLE_SECONDS`` (in AWS the
+   scheduled function does all three, every minute);
 7. a default user (first start only) whose API key is printed once and kept, with the endpoint, in
    ``Options.keys`` (the CLI's config); then one line ``ready api=... gateway=...``.
 """
@@ -58,7 +59,7 @@ from modelport.local.processes import port_open
 from modelport.local.stand_ins import CREDENTIALS, Endpoints, StandIns
 from modelport.local.template import load_template
 from modelport.local.tools import with_tools
-from modelport.services import users
+from modelport.services import rollouts, users
 from modelport.services.artifact_events import ArtifactEvents
 from modelport.settings import Settings
 from modelport.store.records import ensure_table
@@ -240,7 +241,7 @@ class Platform:
     def _restore(self, driver: Any) -> None:
         def keep(spec: Any) -> bool:
             found = self.store.find_deployment(spec.deployment_id)
-            return found is not None and found.k8s_service_name == spec.release
+            return found is not None and spec.release in found.release_names
         started = time.monotonic()
         results = driver.restore(keep=keep)
         for deployment_id, error in sorted(results.items()):
@@ -274,6 +275,8 @@ class Platform:
             try:
                 for line in sample_all(self.store, self.driver, self.settings).lines():
                     logger.debug("metrics: %s", line)
+                for deployment_id, decision in rollouts.evaluate(self.store):
+                    logger.info("deployment %d canary: %s (%s)", deployment_id, decision.verdict, decision.reason)
             except Exception:  # noqa: BLE001 - the next run tries again
                 logger.warning("metrics sampling failed", exc_info=True)
 

@@ -21,7 +21,7 @@ from modelport.api.schemas import (
     TokenOut,
 )
 from modelport.domain.entities import Deployment
-from modelport.services import deployments, metrics
+from modelport.services import deployments, metrics, rollouts
 
 router = APIRouter(tags=["deployments"])
 
@@ -58,9 +58,26 @@ def get_deployment(deployment_id: int, owner: Owner, store: StoreDep) -> Deploym
 def update_deployment(
     deployment_id: int, body: DeploymentUpdate, owner: Owner, store: StoreDep, settings: SettingsDep
 ) -> DeploymentOut:
+    if body.rollout is not None:
+        assert body.version_id is not None  # the schema's rule
+        if body.replicas is not None:
+            deployments.update_deployment(store, settings, owner, deployment_id, replicas=body.replicas)
+        return deployment_out(rollouts.start_canary(store, owner, deployment_id, body.version_id, body.rollout))
     return deployment_out(deployments.update_deployment(
         store, settings, owner, deployment_id, replicas=body.replicas, version_id=body.version_id
     ))
+
+
+@router.post("/deployments/{deployment_id}/rollout/promote", response_model=DeploymentOut)
+def promote_rollout(deployment_id: int, owner: Owner, store: StoreDep) -> DeploymentOut:
+    """All requests to the canary's version now; the stable release is upgraded to it."""
+    return deployment_out(rollouts.promote(store, owner, deployment_id))
+
+
+@router.post("/deployments/{deployment_id}/rollout/abort", response_model=DeploymentOut)
+def abort_rollout(deployment_id: int, owner: Owner, store: StoreDep) -> DeploymentOut:
+    """All requests back to the stable version; the canary's release is removed."""
+    return deployment_out(rollouts.abort(store, owner, deployment_id))
 
 
 @router.delete("/deployments/{deployment_id}", status_code=202, response_model=DeploymentOut)
