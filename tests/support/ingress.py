@@ -11,6 +11,10 @@ containers (``kubelet.py``), as the chart's Ingress asks ingress-nginx to:
 - the backend Service (by name and port name or number) in the Ingress's namespace, its
   ``targetPort`` (a number, or the name of a container port), and its endpoints: the pods its
   selector matches that are Ready and have an IP, taken in turn (round robin);
+- ingress-nginx's canary annotations: an Ingress with ``nginx.ingress.kubernetes.io/canary: "true"``
+  and ``canary-weight: N`` on the same host and path as a main Ingress takes N of every 100 of
+  its requests (spread evenly, in a fixed order, so a test's counts are exact); a canary alone
+  is never a route, and a canary with no ready endpoint leaves all to the main one;
 - no matching rule: 404, as ingress-nginx's default backend; no ready endpoint: 503; an
   endpoint that does not answer: 502. The path is passed on unchanged (no rewrite: the model
   server serves under its ROOT_PATH).
@@ -47,23 +51,49 @@ def path_matches(rule_path: str, path_type: str, path: str) -> bool:
     return prefix == "" or path == prefix or path.startswith(prefix + "/")
 
 
+CANARY = "nginx.ingress.kubernetes.io/canary"
+CANARY_WEIGHT = "nginx.ingress.kubernetes.io/canary-weight"
+
+
+def canary_weight(ingress: JsonObj) -> int | None:
+    """The canary's percentage; None for a main Ingress."""
+    annotations = (ingress.get("metadata") or {}).get("annotations") or {}
+    if annotations.get(CANARY) != "true":
+        return None
+    return max(0, min(100, int(annotations.get(CANARY_WEIGHT, "0") or 0)))
+
+
+def _same_rule(main: JsonObj, canary: JsonObj, path: str) -> bool:
+    """ingress-nginx pairs a canary with the main Ingress of the same host and path."""
+    def rules(obj: JsonObj) -> set[tuple[str, str]]:
+        return {(rule.get("host") or "", entry.get("path") or "/")
+                for rule in (obj.get("spec") or {}).get("rules") or []
+                for entry in (rule.get("http") or {}).get("paths") or []
+                if path_matches(entry.get("path") or "/", entry.get("pathType", "Prefix"), path)}
+    return bool(rules(main) & rules(canary))
+
+
 class IngressProxy:
     def __init__(self, api: ApiServer, *, ingress_class: str = "nginx") -> None:
         self.api = api
         self.ingress_class = ingress_class
         self._turn = itertools.count()
+        self._canary_turn: dict[str, itertools.count[int]] = {}
         self._session: aiohttp.ClientSession | None = None
         self._runner: aiohttp.web.AppRunner | None = None
         self.port = 0
 
     # ---- routing ------------------------------------------------------------------------------
 
-    def route(self, host: str, path: str) -> tuple[str, JsonObj, JsonObj] | None:
-        """(namespace, Service backend, Ingress) of the longest matching rule; None if no rule."""
+    def route(self, host: str, path: str, *, canary: bool = False) -> tuple[str, JsonObj, JsonObj] | None:
+        """(namespace, Service backend, Ingress) of the longest matching rule of the main Ingresses
+        (``canary``: of the canary ones); None if no rule."""
         best: tuple[int, str, JsonObj, JsonObj] | None = None
         for obj in self.api.snapshot("networking.k8s.io", "v1", "ingresses", None):
             spec = obj.get("spec") or {}
             if spec.get("ingressClassName") not in (None, self.ingress_class):
+                continue
+            if (canary_weight(obj) is not None) != canary:
                 continue
             for rule in spec.get("rules") or []:
                 if rule.get("host") and rule["host"] != host:
@@ -111,7 +141,13 @@ class IngressProxy:
         routed = self.route(host, request.path)
         if routed is None:
             return aiohttp.web.Response(status=404, text="default backend - 404")
-        namespace, backend, _ = routed
+        namespace, backend, main = routed
+        canary = self.route(host, request.path, canary=True)
+        if canary is not None and _same_rule(main, canary[2], request.path):
+            weight = canary_weight(canary[2]) or 0
+            n = next(self._canary_turn.setdefault(canary[2]["metadata"]["uid"], itertools.count()))
+            if (n + 1) * weight // 100 > n * weight // 100 and self.endpoints(canary[0], canary[1]):
+                namespace, backend = canary[0], canary[1]
         endpoints = self.endpoints(namespace, backend)
         if not endpoints:
             return aiohttp.web.Response(status=503, text="503 Service Temporarily Unavailable")

@@ -17,3 +17,25 @@ def train_iris(path: Path) -> tuple[Path, LogisticRegression]:
 
 
 IRIS_ROWS = [[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6], [5.1, 3.5, 1.4, 0.2]]
+
+
+class FailsOnSomeInputs(LogisticRegression):
+    """A model whose own code breaks on some inputs (first feature above 6.5): the server answers
+    those with 500. Loading it needs the owner's trust (``trusted_globals``) and this module on
+    the model server's path."""
+
+    def predict(self, X):  # type: ignore[no-untyped-def]  # noqa: N803 - scikit-learn's name
+        import numpy as np
+
+        if (np.asarray(X, dtype=float)[:, 0] > 6.5).any():
+            raise RuntimeError("this model breaks on a first feature above 6.5")
+        return super().predict(X)
+
+
+FAILING_GLOBAL = f"{__name__}.FailsOnSomeInputs"
+
+
+def train_failing_iris(path: Path) -> Path:
+    data = load_iris()
+    joblib.dump(FailsOnSomeInputs(max_iter=500).fit(data.data, data.target), path)
+    return path

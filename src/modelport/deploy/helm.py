@@ -201,6 +201,8 @@ def chart_values(spec: DeploySpec) -> dict[str, Any]:
     }
     if spec.ingress_class_name is not None:
         ingress["className"] = spec.ingress_class_name
+    if spec.canary_weight is not None:
+        ingress["canaryWeight"] = spec.canary_weight
     values: dict[str, Any] = {
         "deploymentId": spec.deployment_id,
         "image": image,

@@ -1,0 +1,117 @@
+"""Canary rollouts on ``modelport up`` (the local process driver and its gateway), driven over
+HTTP as a user would, with a client load running throughout that counts every answer."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.models import FAILING_GLOBAL, IRIS_ROWS, train_failing_iris, train_iris
+from tests.support.up import start_up, upload_and_deploy, wait_status
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Load:
+    """Single-row predictions in a loop, cycling through IRIS_ROWS, until stopped: answers by status."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.codes, self._stop = url, Counter[int](), threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=30) as client:
+            n = 0
+            while not self._stop.is_set():
+                row = IRIS_ROWS[n % len(IRIS_ROWS)]
+                n += 1
+                try:
+                    self.codes[client.post(self.url, json={"instances": [row]}).status_code] += 1
+                except httpx.HTTPError:
+                    self.codes[0] += 1
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+def add_version(client: httpx.Client, model_id: int, path: Path, trusted: list[str] | None = None) -> int:
+    version = client.post(f"/models/{model_id}/versions", json={"trusted_globals": trusted or []})
+    assert version.status_code == 201, version.text
+    uploaded = client.post(f"/versions/{version.json()['id']}/upload",
+                           files={"model_file": ("model.joblib", path.read_bytes())})
+    assert uploaded.status_code == 200 and uploaded.json()["status"] == "READY", uploaded.text
+    return int(version.json()["id"])
+
+
+def until_rollout(client: httpx.Client, deployment_id: int, state: str, timeout: float = 120) -> dict[str, Any]:
+    """The record once its canary reached ``state`` and the deployer converged it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        body = client.get(f"/deployments/{deployment_id}").json()
+        rollout = body.get("rollout") or {}
+        if rollout.get("state") == state and body["status"] == "READY" and "canary" in (body["status_message"] or "") \
+                and (state == "progressing" or "%" not in body["status_message"].split("(")[0]):
+            return dict(body)
+        assert time.monotonic() < deadline, body
+        time.sleep(0.2)
+
+
+def test_a_good_canary_promotes_through_every_step_without_a_failed_request_and_a_bad_one_rolls_back(
+    tmp_path: Path,
+) -> None:
+    stable_path, _ = train_iris(tmp_path / "stable.joblib")
+    candidate_path, _ = train_iris(tmp_path / "candidate.joblib")
+    failing_path = train_failing_iris(tmp_path / "failing.joblib")
+    up = start_up(tmp_path, "--ephemeral", env_extra={"METRICS_SAMPLE_SECONDS": "0.5", "PYTHONPATH": str(ROOT)})
+    try:
+        with up.client() as client:
+            created = upload_and_deploy(client, stable_path)
+            deployment_id = created["id"]
+            url = wait_status(client, deployment_id)["url"] + "/predict"
+            model_id = client.get(f"/versions/{created['version_id']}").json()["model_id"]
+            good = add_version(client, model_id, candidate_path)
+            bad = add_version(client, model_id, failing_path, trusted=[FAILING_GLOBAL])
+            rollout = {"strategy": "canary", "steps": [10, 50], "step_seconds": 1, "min_requests": 5,
+                       "max_error_rate": 0.01}
+
+            with Load(url) as load:
+                started = client.patch(f"/deployments/{deployment_id}", json={"version_id": good, "rollout": rollout})
+                assert started.status_code == 200, started.text
+                assert started.json()["rollout"]["state"] == "progressing" and started.json()["rollout"]["weight"] == 10
+                seen_steps = set()
+                deadline = time.monotonic() + 180
+                while (body := client.get(f"/deployments/{deployment_id}").json())["rollout"]["state"] == "progressing":
+                    seen_steps.add(body["rollout"]["weight"])
+                    assert time.monotonic() < deadline, body
+                    time.sleep(0.1)
+                promoted = until_rollout(client, deployment_id, "promoted")
+            assert promoted["version_id"] == good and promoted["rollout"]["weight"] == 100
+            assert seen_steps <= {10, 50} and 50 in seen_steps, seen_steps
+            assert promoted["rollout"]["candidate"]["requests"] >= 5
+            assert set(load.codes) == {200}, load.codes  # not one failed request through the rollout
+
+            with Load(url) as load:
+                started = client.patch(f"/deployments/{deployment_id}", json={"version_id": bad, "rollout": rollout})
+                assert started.status_code == 200, started.text
+                rolled_back = until_rollout(client, deployment_id, "rolled_back")
+            assert rolled_back["version_id"] == good  # still serving the stable version
+            assert "rolled back" in rolled_back["status_message"] and "error rate" in rolled_back["status_message"]
+            assert rolled_back["rollout"]["candidate"]["errors"] >= 1
+            assert load.codes[500] >= 1 and load.codes[200] > load.codes[500]
+            # afterwards every row, the candidate's failing one too, is answered by the stable version
+            for row in IRIS_ROWS * 10:
+                assert httpx.post(url, json={"instances": [row]}).status_code == 200
+    finally:
+        assert up.stop() == 0, "\n".join(up.lines[-30:])
