@@ -3,6 +3,10 @@ HTTP as a user would, with a client load running throughout that counts every an
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -56,13 +60,14 @@ def add_version(client: httpx.Client, model_id: int, path: Path, trusted: list[s
 
 
 def until_rollout(client: httpx.Client, deployment_id: int, state: str, timeout: float = 120) -> dict[str, Any]:
-    """The record once its canary reached ``state`` and the deployer converged it."""
+    """The record once its canary ended in ``state`` and the deployer converged it (its message)."""
     deadline = time.monotonic() + timeout
     while True:
         body = client.get(f"/deployments/{deployment_id}").json()
         rollout = body.get("rollout") or {}
-        if rollout.get("state") == state and body["status"] == "READY" and "canary" in (body["status_message"] or "") \
-                and (state == "progressing" or "%" not in body["status_message"].split("(")[0]):
+        ended = {"promoted": "canary promoted", "rolled_back": "canary rolled back"}[state]
+        if rollout.get("state") == state and body["status"] == "READY" \
+                and (body["status_message"] or "").startswith(ended):
             return dict(body)
         assert time.monotonic() < deadline, body
         time.sleep(0.2)
@@ -87,18 +92,26 @@ def test_a_good_canary_promotes_through_every_step_without_a_failed_request_and_
                        "max_error_rate": 0.01}
 
             with Load(url) as load:
-                started = client.patch(f"/deployments/{deployment_id}", json={"version_id": good, "rollout": rollout})
-                assert started.status_code == 200, started.text
-                assert started.json()["rollout"]["state"] == "progressing" and started.json()["rollout"]["weight"] == 10
+                # as a user would, from the CLI: it follows the canary and ends when it is promoted
+                cli = subprocess.Popen(  # noqa: S603
+                    [sys.executable, "-m", "modelport.cli", "deploy", str(good), "--to", str(deployment_id),
+                     "--canary", "10,50", "--step-seconds", "1", "--min-requests", "5", "--wait", "--json"],
+                    env={**os.environ, "MODELPORT_CONFIG": str(up.config)}, stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, text=True)
                 seen_steps = set()
                 deadline = time.monotonic() + 180
-                while (body := client.get(f"/deployments/{deployment_id}").json())["rollout"]["state"] == "progressing":
-                    seen_steps.add(body["rollout"]["weight"])
-                    assert time.monotonic() < deadline, body
+                while cli.poll() is None:
+                    rollout_now = client.get(f"/deployments/{deployment_id}").json().get("rollout") or {}
+                    if rollout_now.get("state") == "progressing":
+                        seen_steps.add(rollout_now["weight"])
+                    assert time.monotonic() < deadline, rollout_now
                     time.sleep(0.1)
-                promoted = until_rollout(client, deployment_id, "promoted")
+                out, err = cli.communicate()
+                assert cli.returncode == 0, err
+                promoted = json.loads(out)
             assert promoted["version_id"] == good and promoted["rollout"]["weight"] == 100
             assert seen_steps <= {10, 50} and 50 in seen_steps, seen_steps
+            assert promoted["status_message"].startswith("canary promoted"), promoted
             assert promoted["rollout"]["candidate"]["requests"] >= 5
             assert set(load.codes) == {200}, load.codes  # not one failed request through the rollout
 

@@ -12,18 +12,24 @@ import subprocess
 import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import joblib
 import pytest
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
 
 from modelport.artifacts.storage import ObjectStore
 from modelport.deploy.driver import DeploySpec, ReleasePhase
 from modelport.deploy.helm import HelmDriver
 from modelport.deploy.reconcile import Reconciler
 from modelport.domain.entities import Deployment, DeploymentStatus
+from modelport.domain.rollouts import Rollout, RolloutState, canary_release
 from modelport.domain.serving_metrics import parse
 from modelport.local.tools import Tools
 from modelport.settings import Settings
@@ -48,9 +54,17 @@ def models(cluster_s3: ClusterS3, tmp_path_factory: pytest.TempPathFactory) -> d
         store.put("models/1/versions/1/model.joblib", stream)
     broken = b"this is not a model"
     store.put("models/1/versions/2/model.joblib", io.BytesIO(broken))
+    # another version whose answers tell it apart: the classes numbered the other way round
+    data = load_iris()
+    flipped_path = tmp_path_factory.mktemp("flipped") / "model.joblib"
+    joblib.dump(LogisticRegression(max_iter=500).fit(data.data, 2 - data.target), flipped_path)
+    with flipped_path.open("rb") as stream:
+        store.put("models/1/versions/3/model.joblib", stream)
     return {"iris": "models/1/versions/1/model.joblib", "broken": "models/1/versions/2/model.joblib",
+            "flipped": "models/1/versions/3/model.joblib",
             "sha256": {"iris": hashlib.sha256(path.read_bytes()).hexdigest(),
-                       "broken": hashlib.sha256(broken).hexdigest()},
+                       "broken": hashlib.sha256(broken).hexdigest(),
+                       "flipped": hashlib.sha256(flipped_path.read_bytes()).hexdigest()},
             "answers": model.predict(IRIS_ROWS).tolist()}
 
 
@@ -201,6 +215,58 @@ def test_scale_an_update_that_cannot_load_and_delete_with_real_containers(deploy
     assert deployer.records.find_deployment(deployment.id) is None
     deployer.until_no_container()
     assert httpx.post(url, json={"instances": IRIS_ROWS}, timeout=30).status_code == 404
+
+
+def test_a_canary_is_its_own_release_the_ingress_splits_by_its_weight_and_promotion_cleans_up(
+    deployer: Deployer,
+) -> None:
+    stable, candidate = deployer.version("iris"), deployer.version("flipped")
+    deployment = deployer.records.add_deployment(stable, replicas=1)
+    deployer.reconciler.reconcile(deployment.id)
+    url = predict_url(deployer.cluster, deployment.id) + "/predict"
+    row = IRIS_ROWS[2]  # class 0 for the stable version, 2 for the candidate
+
+    def answers(n: int) -> Counter[int]:
+        with httpx.Client(timeout=30) as client:
+            return Counter(client.post(url, json={"instances": [row]}).json()["predictions"][0] for _ in range(n))
+
+    now = datetime.now(UTC)
+    rollout = Rollout(steps=[25], candidate_version_id=candidate, stable_version_id=stable, started_at=now,
+                      step_started_at=now)
+    deployer.records.write_rollout(deployer.record(deployment.id), rollout)
+    deployer.reconciler.reconcile(deployment.id)
+    record = deployer.record(deployment.id)
+    assert record.status == DeploymentStatus.READY and "25% of requests" in (record.status_message or "")
+    canary = canary_release(record.k8s_service_name)
+    (ingress,) = [i for i in deployer.cluster.emulator.objects("Ingress", NS) if i["metadata"]["name"] == canary]
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary-weight"] == "25"
+    assert len(deployer.containers()) == 2
+    assert answers(40) == Counter({0: 30, 2: 10})  # exactly a quarter to the candidate's own container
+    (pod,) = deployer.reconciler.driver.scrape(NS, canary)
+    assert pod.text is not None and parse(pod.text).requests == 10  # what the decisions are taken from
+
+    # promotion: the stable release moves to the candidate's version, the canary's release goes;
+    # callers see no failure on the way
+    stop, results = threading.Event(), []
+    traffic = threading.Thread(target=hammer, args=(url, stop, results))
+    traffic.start()
+    try:
+        promoted = rollout.model_copy(update={"state": RolloutState.PROMOTED, "step": 1, "reason": "promoted"})
+        deployer.records.write_rollout(deployer.record(deployment.id), promoted, version_id=candidate)
+        deployer.reconciler.reconcile(deployment.id)
+    finally:
+        stop.set()
+        traffic.join()
+    assert results and set(results) == {200}, f"failures: {[r for r in results if r != 200]}"
+    record = deployer.record(deployment.id)
+    assert record.version_id == candidate and "promoted" in (record.status_message or "")
+    assert answers(8) == Counter({2: 8})
+    assert [i["metadata"]["name"] for i in deployer.cluster.emulator.objects("Ingress", NS)] == [
+        record.k8s_service_name]
+    deadline = time.monotonic() + 60
+    while len(deployer.cluster.kubelet.containers(NS, all=True)) != 1:
+        assert time.monotonic() < deadline, deployer.cluster.kubelet.containers(NS, all=True)
+        time.sleep(0.2)
 
 
 @pytest.mark.parametrize(("case", "reason"), [

@@ -8,7 +8,7 @@ or a removed record no longer holds its version. The Store's own conditions and 
 tested on moto in ``tests/unit/test_store_rules.py``; this fake is only for the deployer.
 
 Test-side helpers (``add_version``, ``add_deployment``, ``change``, ``request_delete``,
-``set_token``) play what a user's API calls would do.
+``set_token``; ``write_rollout`` too, for a canary a test starts) play what a user's API calls would do.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from modelport.domain.entities import Artifact, Deployment, DeploymentStatus, Version, VersionStatus, release_name
+from modelport.domain.rollouts import Rollout
 
 OWNER = "alice"
 
@@ -133,6 +134,15 @@ class InMemoryDeploymentRecords:
         del self.deployments[deployment_id]
         self.released.discard(deployment_id)
         return True
+
+    def write_rollout(self, current: Deployment, rollout: Rollout, *, version_id: int | None = None
+                      ) -> Deployment | None:
+        if self._current(current.id, current.generation) is None:
+            return None
+        changes: dict[str, object] = {"rollout": rollout}
+        if version_id is not None:
+            changes["version_id"] = version_id
+        return self._new_desired_state(current.id, **changes)
 
     def request_reinstall(self, deployment_id: int, *, generation: int) -> bool:
         current = self._current(deployment_id, generation)

@@ -282,3 +282,53 @@ def test_a_restarted_deployer_redrives_what_was_mid_transition_before_it_started
     actions = [o.action for o in reconciler.sweep(stuck_before=restarted_at)]
     assert actions == [Action.DEPLOYED]
     assert store.find_deployment(deployment.id).status == DeploymentStatus.READY
+
+
+# --- canaries --------------------------------------------------------------------------------------
+
+def start_canary(store: InMemoryDeploymentRecords, deployment_id: int, candidate_key: str, steps=(10, 50)):
+    from modelport.domain.rollouts import Rollout
+
+    current = store.find_deployment(deployment_id)
+    now = datetime.now(UTC)
+    rollout = Rollout(steps=list(steps), candidate_version_id=store.add_version(candidate_key).id,
+                      stable_version_id=current.version_id, started_at=now, step_started_at=now)
+    return store.write_rollout(current, rollout)
+
+
+def test_a_canary_runs_as_its_own_release_at_its_weight_and_a_candidate_that_cannot_start_ends_it(
+    store, driver, reconciler,
+):
+    deployment = deploy(store, replicas=4)
+    reconciler.reconcile(deployment.id)
+    start_canary(store, deployment.id, "candidate")
+    reconciler.reconcile(deployment.id)
+    canary = driver.current("user-alice", deployment.k8s_service_name + "-canary")
+    assert canary is not None and canary.canary_weight == 10 and canary.model_key == "candidate/model.joblib"
+    assert canary.replicas == 1  # 10% of 4 replicas, at least one
+    assert "10% of requests" in store.find_deployment(deployment.id).status_message
+    # the sweep keeps a progressing canary's release (it is no orphan)
+    assert [o.action for o in reconciler.sweep()] == []
+    # a candidate whose pods never become ready: the canary ends, the stable release untouched
+    driver.failing_keys.add("broken/model.joblib")
+    ended = store.find_deployment(deployment.id)
+    store.write_rollout(ended, ended.rollout.model_copy(update={
+        "candidate_version_id": store.add_version("broken").id}))
+    assert reconciler.reconcile(deployment.id).action == Action.ROLLED_BACK
+    after = store.find_deployment(deployment.id)
+    assert after.rollout.state == "rolled_back" and "did not start" in after.rollout.reason
+    assert driver.current("user-alice", deployment.k8s_service_name + "-canary") is None
+    reconciler.reconcile(deployment.id)  # the rollback's own record converges it
+    after = store.find_deployment(deployment.id)
+    assert after.status == DeploymentStatus.READY and after.status_message.startswith("canary rolled back")
+    assert driver.current("user-alice", deployment.k8s_service_name).model_key == "v/model.joblib"
+
+
+def test_deleting_a_deployment_removes_its_canary_too(store, driver, reconciler):
+    deployment = deploy(store)
+    reconciler.reconcile(deployment.id)
+    start_canary(store, deployment.id, "candidate")
+    reconciler.reconcile(deployment.id)
+    store.request_delete(deployment.id)
+    assert reconciler.reconcile(deployment.id).action == Action.DELETED
+    assert not driver.releases

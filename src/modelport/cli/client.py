@@ -429,6 +429,16 @@ class ApiClient:
     def scale_deployment(self, deployment_id: int, replicas: int) -> dict[str, Any]:
         return dict(self.call("PATCH", f"/deployments/{deployment_id}", json={"replicas": replicas}))
 
+    def move_deployment(self, deployment_id: int, version_id: int, rollout: dict[str, Any] | None) -> dict[str, Any]:
+        body: dict[str, Any] = {"version_id": version_id}
+        if rollout is not None:
+            body["rollout"] = rollout
+        return dict(self.call("PATCH", f"/deployments/{deployment_id}", json=body))
+
+    def end_rollout(self, deployment_id: int, how: str) -> dict[str, Any]:
+        """``how``: promote or abort."""
+        return dict(self.call("POST", f"/deployments/{deployment_id}/rollout/{how}"))
+
     def delete_deployment(self, deployment_id: int) -> dict[str, Any]:
         return dict(self.call("DELETE", f"/deployments/{deployment_id}"))
 

@@ -170,10 +170,24 @@ def deployment_details(deployment: dict[str, Any]) -> None:
         ("url", cell(deployment.get("url"))),
         ("version", str(deployment.get("version_id"))),
         ("replicas", str(deployment.get("replicas"))),
+        ("rollout", rollout_text(deployment.get("rollout"))),
         ("service", cell(deployment.get("k8s_service_name"))),
         ("created", when(deployment.get("created_at"))),
         ("updated", when(deployment.get("updated_at"))),
     ])
+
+
+def rollout_text(rollout: dict[str, Any] | None) -> str:
+    """A canary in one line: candidate, weight and step, state, reason."""
+    if not rollout:
+        return cell(None)
+    steps = rollout.get("steps") or []
+    text = f"canary of version {rollout.get('candidate_version_id')}: {rollout.get('state')}"
+    if rollout.get("state") == "progressing":
+        text += f", {rollout.get('weight')}% (step {int(rollout.get('step', 0)) + 1} of {len(steps)})"
+    if rollout.get("reason"):
+        text += f" - {rollout['reason']}"
+    return escape(text)
 
 
 def deployments_table(deployments: list[dict[str, Any]]) -> None:

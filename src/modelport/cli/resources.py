@@ -146,16 +146,84 @@ def wait_for_deployment(api: ApiClient, deployment: dict[str, Any], timeout: flo
     return final
 
 
+FINAL_ROLLOUT = frozenset({"promoted", "rolled_back", "aborted"})
+ENDED_MESSAGES = ("canary promoted", "canary rolled back", "canary aborted")
+
+
+def wait_for_rollout(api: ApiClient, deployment_id: int, timeout: float) -> dict[str, Any]:
+    """A live line of the canary's weight, step and state until it ends and the deployer has
+    converged; CliError 4 when it was rolled back, 5 on timeout."""
+
+    def done(d: dict[str, Any]) -> bool:
+        rollout = d.get("rollout") or {}
+        # the deployer's message once the cluster serves the outcome (deploy.reconcile.rollout_message)
+        converged = d.get("status") == "READY" and str(d.get("status_message") or "").startswith(ENDED_MESSAGES)
+        return rollout.get("state") in FINAL_ROLLOUT and converged
+
+    last: list[str] = []
+
+    def show(d: dict[str, Any]) -> None:
+        text = f"deployment {deployment_id}: {o.rollout_text(d.get('rollout'))}"
+        status.update(text)
+        if not o.err.is_terminal and text not in last[-1:]:
+            o.err.print(text)
+        last.append(text)
+
+    with o.err.status(f"deployment {deployment_id}: canary starting", spinner="dots") as status:
+        try:
+            final = wait_until(lambda: api.get_deployment(deployment_id), done, timeout, on_poll=show)
+        except WaitTimedOut:
+            raise CliError(f"timed out after {timeout:g}s; the canary goes on: `modelport deployments show "
+                           f"{deployment_id}`", ExitCode.TIMEOUT) from None
+    if final["rollout"]["state"] == "rolled_back":
+        raise CliError(f"deployment {deployment_id}: canary rolled back: {final['rollout'].get('reason')}",
+                       ExitCode.FAILED)
+    return final
+
+
+def parse_steps(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter("give percentages separated by commas, e.g. 10,50") from None
+
+
 @app.command("deploy", epilog=o.EPILOG)
 @handle_errors
 def deploy(
     version_id: Id,
     replicas: Annotated[int, typer.Option("--replicas", "-r", min=1, help="model server replicas")] = 1,
+    to: Annotated[int | None, typer.Option(
+        "--to", min=1, help="move this existing deployment to VERSION_ID instead of creating one")] = None,
+    canary: Annotated[str | None, typer.Option(
+        "--canary", help="with --to: canary steps in percent, e.g. 10,50; promoted or rolled back by the "
+        "model servers' error rate and p99")] = None,
+    step_seconds: Annotated[int, typer.Option("--step-seconds", min=1, help="least time per canary step")] = 60,
+    min_requests: Annotated[int, typer.Option("--min-requests", min=1, help="least requests per step")] = 50,
+    max_error_rate: Annotated[float, typer.Option("--max-error-rate", min=0, max=1,
+                                                  help="5xx share that rolls back")] = 0.01,
+    max_p99_ms: Annotated[float | None, typer.Option("--max-p99-ms", min=0, help="p99 that rolls back")] = None,
     wait: Annotated[bool, typer.Option("--wait", "-w", help="wait until READY or FAILED, then print the URL")] = False,
     timeout: Annotated[float, typer.Option("--timeout", min=0, help="seconds --wait waits")] = 600.0,
     json_: o.JsonOption = False,
 ) -> None:
-    """Deploy a READY version; prints the deployment (and, with --wait, its URL once it serves)."""
+    """Deploy a READY version; prints the deployment (and, with --wait, its URL once it serves).
+    With --to, move an existing deployment to the version: at once, or step by step with --canary."""
+    if canary is not None and to is None:
+        raise typer.BadParameter("--canary moves an existing deployment: give it with --to", param_hint="--canary")
+    if to is not None:
+        rollout = None if canary is None else {
+            "strategy": "canary", "steps": parse_steps(canary), "step_seconds": step_seconds,
+            "min_requests": min_requests, "max_error_rate": max_error_rate, "max_p99_ms": max_p99_ms}
+        with ApiClient.from_config() as api:
+            moved = api.move_deployment(to, version_id, rollout)
+            if not json_:
+                o.done(f"deployment {to} moving to version {version_id}"
+                       + (f" by canary steps {canary}" if canary else f" ({moved['status']})"))
+            if wait:
+                moved = wait_for_rollout(api, to, timeout) if canary else wait_for_deployment(api, moved, timeout)
+        o.emit(json_, moved, o.deployment_details)
+        return
     with ApiClient.from_config() as api:
         created = api.create_deployment(version_id, replicas)
         if not json_:
@@ -202,6 +270,24 @@ def deployments_scale(
         o.print_json(deployment)
     else:
         o.done(f"deployment {deployment_id} scaled to {deployment['replicas']} replicas ({deployment['status']})")
+
+
+@deployments.command("promote", epilog=o.EPILOG)
+@handle_errors
+def deployments_promote(deployment_id: Id, json_: o.JsonOption = False) -> None:
+    """End a canary early: all requests to the candidate version."""
+    with ApiClient.from_config() as api:
+        deployment = api.end_rollout(deployment_id, "promote")
+    o.emit(json_, deployment, o.deployment_details)
+
+
+@deployments.command("abort", epilog=o.EPILOG)
+@handle_errors
+def deployments_abort(deployment_id: Id, json_: o.JsonOption = False) -> None:
+    """End a canary early: all requests back to the stable version, the candidate removed."""
+    with ApiClient.from_config() as api:
+        deployment = api.end_rollout(deployment_id, "abort")
+    o.emit(json_, deployment, o.deployment_details)
 
 
 @deployments.command("token", epilog=o.EPILOG)

@@ -205,12 +205,10 @@ class Reconciler:
         """The candidate's release beside the stable one at the step's weight while a canary
         progresses; gone otherwise. A candidate that cannot start ends the canary (rolled back)."""
         rollout, name = deployment.rollout, canary_release(stable.release)
-        if rollout is None or not rollout.progressing:
-            try:
-                self._with_retries(f"remove {name}", lambda: self.driver.remove(stable.namespace, name))
-            except ClusterError as exc:
-                logger.warning("canary release not removed; the sweep will", extra={"release": name,
-                                                                                    "error": exc.message})
+        if rollout is None:
+            return None  # never had a canary
+        if not rollout.progressing:
+            self._remove_canary(stable.namespace, name)
             return None
         candidate = self.store.find_version(rollout.candidate_version_id)
         problem = None
@@ -227,14 +225,17 @@ class Reconciler:
                 problem = f"the candidate did not start: {_describe(exc)}"
         if problem is None:
             return None
-        try:
-            self._with_retries(f"remove {name}", lambda: self.driver.remove(stable.namespace, name))
-        except ClusterError as exc:
-            logger.warning("canary release not removed; the sweep will", extra={"release": name, "error": exc.message})
+        self._remove_canary(stable.namespace, name)
         ended = rollout.model_copy(update={"state": RolloutState.ROLLED_BACK, "reason": problem})
         if self.store.write_rollout(deployment, ended) is None:
             return Outcome(deployment.id, Action.SUPERSEDED, problem)
         return Outcome(deployment.id, Action.ROLLED_BACK, problem)  # its own stream record converges it
+
+    def _remove_canary(self, namespace: str, name: str) -> None:
+        try:
+            self._with_retries(f"remove {name}", lambda: self.driver.remove(namespace, name))
+        except ClusterError as exc:
+            logger.warning("canary release not removed; the sweep will", extra={"release": name, "error": exc.message})
 
     def _failed(self, deployment: Deployment, generation: int, first_install: bool, reason: str) -> Outcome:
         ns, release = deployment.namespace, deployment.k8s_service_name
@@ -274,6 +275,8 @@ class Reconciler:
 
     def _delete(self, deployment: Deployment) -> Outcome:
         ns, release = deployment.namespace, deployment.k8s_service_name
+        if deployment.rollout is not None:  # a canary's release, if one is left (else the sweep's)
+            self._remove_canary(ns, canary_release(release))
         try:
             self._with_retries(f"uninstall {release}", lambda: self.driver.remove(ns, release))
         except ClusterError as exc:
