@@ -88,14 +88,16 @@ def test_a_good_canary_promotes_through_every_step_without_a_failed_request_and_
             model_id = client.get(f"/versions/{created['version_id']}").json()["model_id"]
             good = add_version(client, model_id, candidate_path)
             bad = add_version(client, model_id, failing_path, trusted=[FAILING_GLOBAL])
+            # decided on errors only: latency on a shared machine is no fixed fact (the rule is unit-tested)
             rollout = {"strategy": "canary", "steps": [10, 50], "step_seconds": 1, "min_requests": 5,
-                       "max_error_rate": 0.01}
+                       "max_error_rate": 0.01, "max_p99_ratio": None}
 
             with Load(url) as load:
                 # as a user would, from the CLI: it follows the canary and ends when it is promoted
                 cli = subprocess.Popen(  # noqa: S603
                     [sys.executable, "-m", "modelport.cli", "deploy", str(good), "--to", str(deployment_id),
-                     "--canary", "10,50", "--step-seconds", "1", "--min-requests", "5", "--wait", "--json"],
+                     "--canary", "10,50", "--step-seconds", "1", "--min-requests", "5", "--no-latency-check",
+                     "--wait", "--json"],
                     env={**os.environ, "MODELPORT_CONFIG": str(up.config)}, stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE, text=True)
                 seen_steps = set()

@@ -57,8 +57,12 @@ def test_a_breach_rolls_back_at_once_and_says_why_with_the_figures():
                   early).verdict == Verdict.HOLD
     slow = decide(rollout(max_p99_ms=50.0), figures(60, p99_bucket="0.25"), figures(60), early)
     assert slow.verdict == Verdict.ROLL_BACK and "p99" in slow.reason
-    slower_than_stable = decide(rollout(), figures(60, p99_bucket="0.25"), figures(60), early)
+    slower_than_stable = decide(rollout(), figures(100, p99_bucket="0.25"), figures(100), early)
     assert slower_than_stable.verdict == Verdict.ROLL_BACK and "stable version's" in slower_than_stable.reason
+    # a p99 of fewer than 100 requests is no measure; a user may also leave the comparison out
+    assert decide(rollout(), figures(60, p99_bucket="0.25"), figures(60), early).verdict == Verdict.HOLD
+    assert decide(rollout(max_p99_ratio=None), figures(100, p99_bucket="0.25"), figures(100),
+                  early).verdict == Verdict.HOLD
     # latency is judged only on min_requests: a few slow first requests (model warm-up) are not a breach
     assert decide(rollout(max_p99_ms=50.0), figures(5, p99_bucket="0.25"), figures(60), early).verdict == Verdict.HOLD
 

@@ -203,6 +203,10 @@ def deploy(
     max_error_rate: Annotated[float, typer.Option("--max-error-rate", min=0, max=1,
                                                   help="5xx share that rolls back")] = 0.01,
     max_p99_ms: Annotated[float | None, typer.Option("--max-p99-ms", min=0, help="p99 that rolls back")] = None,
+    max_p99_ratio: Annotated[float, typer.Option("--max-p99-ratio", min=1,
+                                                 help="rolls back above this times the stable p99")] = 2.0,
+    latency_check: Annotated[bool, typer.Option("--latency-check/--no-latency-check",
+                                                help="compare the candidate's p99 with the stable one's")] = True,
     wait: Annotated[bool, typer.Option("--wait", "-w", help="wait until READY or FAILED, then print the URL")] = False,
     timeout: Annotated[float, typer.Option("--timeout", min=0, help="seconds --wait waits")] = 600.0,
     json_: o.JsonOption = False,
@@ -214,7 +218,8 @@ def deploy(
     if to is not None:
         rollout = None if canary is None else {
             "strategy": "canary", "steps": parse_steps(canary), "step_seconds": step_seconds,
-            "min_requests": min_requests, "max_error_rate": max_error_rate, "max_p99_ms": max_p99_ms}
+            "min_requests": min_requests, "max_error_rate": max_error_rate, "max_p99_ms": max_p99_ms,
+            "max_p99_ratio": max_p99_ratio if latency_check else None}
         with ApiClient.from_config() as api:
             moved = api.move_deployment(to, version_id, rollout)
             if not json_:

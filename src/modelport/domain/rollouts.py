@@ -10,8 +10,9 @@ Contract:
   deciders never take two decisions for one step.
 - ``decide(rollout, candidate, stable, now)`` is the rule, pure: a breach rolls back at once
   (candidate 5xx rate above ``max_error_rate`` or above the stable version's by more than
-  ``ERROR_RATE_MARGIN``; candidate p99 above ``max_p99_ms`` or above the stable version's times
-  ``P99_FACTOR`` plus ``P99_SLACK_MS``, once both have ``min_requests``); otherwise a step advances
+  ``ERROR_RATE_MARGIN``; candidate p99 above ``max_p99_ms`` once it has ``min_requests``, or above
+  the stable version's times ``max_p99_ratio`` plus ``P99_SLACK_MS`` once both have
+  ``P99_MIN_REQUESTS``); otherwise a step advances
   only after ``step_seconds`` and ``min_requests`` on the candidate during the step; after the last
   step, promotion.
 """
@@ -27,8 +28,9 @@ from pydantic import BaseModel, Field, computed_field, field_validator
 from modelport.domain.serving_metrics import Figures
 
 ERROR_RATE_MARGIN = 0.005
-P99_FACTOR = 1.5
-P99_SLACK_MS = 5.0
+P99_FACTOR = 2.0
+P99_SLACK_MS = 10.0
+P99_MIN_REQUESTS = 100  # fewer, and a p99 is the slowest request (a cold process's first ones)
 CANARY_SUFFIX = "-canary"
 
 
@@ -38,6 +40,11 @@ class CanaryRequest(BaseModel):
     step_seconds: int = Field(default=60, ge=1, le=86400)
     max_error_rate: float = Field(default=0.01, ge=0.0, le=1.0)
     max_p99_ms: float | None = Field(default=None, gt=0)
+    max_p99_ratio: float | None = Field(
+        default=P99_FACTOR, ge=1.0,
+        description="the candidate's p99 may be at most this times the stable version's (plus a few ms), once "
+        f"both have {P99_MIN_REQUESTS} requests; null: not compared",
+    )
     min_requests: int = Field(default=50, ge=1, le=1_000_000)
 
     @field_validator("steps")
@@ -105,9 +112,11 @@ def breach(rollout: CanaryRequest, candidate: Figures, stable: Figures) -> str |
     if p99 is not None and candidate.requests >= rollout.min_requests:
         if rollout.max_p99_ms is not None and p99 > rollout.max_p99_ms:
             return f"p99 latency {p99:.1f} ms is above the limit {rollout.max_p99_ms:.1f} ms"
-        if stable.p99_ms is not None and stable.requests >= rollout.min_requests \
-                and p99 > stable.p99_ms * P99_FACTOR + P99_SLACK_MS:
-            return f"p99 latency {p99:.1f} ms is well above the stable version's {stable.p99_ms:.1f} ms"
+        enough = min(candidate.requests, stable.requests) >= max(rollout.min_requests, P99_MIN_REQUESTS)
+        if rollout.max_p99_ratio is not None and stable.p99_ms is not None and enough \
+                and p99 > stable.p99_ms * rollout.max_p99_ratio + P99_SLACK_MS:
+            return (f"p99 latency {p99:.1f} ms is more than {rollout.max_p99_ratio:g}x the stable version's "
+                    f"{stable.p99_ms:.1f} ms")
     return None
 
 
