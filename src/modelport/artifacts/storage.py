@@ -10,6 +10,13 @@ from botocore.config import Config
 from modelport.settings import Settings
 
 CHUNK = 1024 * 1024
+#: what lets the dashboard (a page on the API's origin) POST a presigned upload with progress
+#: events and read the answer; the presigned policy, not the origin, is what authorizes an upload.
+#: template.yaml gives the AWS bucket the same rule.
+BROWSER_UPLOAD_CORS = {"CORSRules": [{
+    "AllowedMethods": ["POST"], "AllowedOrigins": ["*"], "AllowedHeaders": ["*"], "ExposeHeaders": ["ETag"],
+    "MaxAgeSeconds": 3000,
+}]}
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 _SUPERSEDED = {"412", "PreconditionFailed"}
 
@@ -73,6 +80,7 @@ class ObjectStore:
         except self.client.exceptions.ClientError:
             self.client.create_bucket(Bucket=self.bucket)
         self.client.put_bucket_versioning(Bucket=self.bucket, VersioningConfiguration={"Status": "Enabled"})
+        self.client.put_bucket_cors(Bucket=self.bucket, CORSConfiguration=BROWSER_UPLOAD_CORS)
 
     def put(self, key: str, stream: IO[bytes], metadata: dict[str, str] | None = None) -> tuple[str | None, str | None]:
         """Upload a stream (multipart for large ones); returns its (ETag, object version)."""
