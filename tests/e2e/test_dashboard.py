@@ -71,6 +71,10 @@ def shot(page: Page, name: str) -> None:
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
+def traffic_shot(page: Page, name: str) -> None:
+    page.locator('section[aria-labelledby="traffic-h"]').screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+
 def new_user(up: Up) -> str:
     """A second user through the CLI, as from another terminal; returns its API key."""
     done = subprocess.run(  # noqa: S603
@@ -133,7 +137,8 @@ def test_the_dashboard_drives_a_model_from_upload_to_delete(
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     sign_in(page, platform, platform.key)
-    expect(page.get_by_role("heading", name="Models", exact=True)).to_be_focused()  # focus moves to the new page's heading
+    # focus moves to the new page's heading
+    expect(page.get_by_role("heading", name="Models", exact=True)).to_be_focused()
     assert page.evaluate("sessionStorage.getItem('modelport.key')") == platform.key
 
     # create a model
@@ -282,19 +287,71 @@ def test_the_dashboard_drives_a_model_from_upload_to_delete(
     context.close()
 
 
-def test_the_traffic_charts_show_the_requests_sent(
-    platform: Up, browser: Browser, iris: tuple[Path, list[int]],
-) -> None:
-    """Needs GET /api/v1/deployments/{id}/metrics (the sweep's per-minute samples; every 2 s here)."""
-    model_path, _ = iris
-    with platform.client() as client:
-        model = client.post("/models", json={"name": f"charts-{time.monotonic_ns()}"}).raise_for_status().json()
+def ready_deployment(up: Up, model_path: Path, name: str) -> dict[str, Any]:
+    with up.client() as client:
+        model = client.post("/models", json={"name": f"{name}-{time.monotonic_ns()}"}).raise_for_status().json()
         version = client.post(f"/models/{model['id']}/versions", json={}).raise_for_status().json()
         uploaded = client.post(f"/versions/{version['id']}/upload",
                                files={"model_file": ("model.joblib", model_path.read_bytes())})
         assert uploaded.status_code == 200 and uploaded.json()["status"] == "READY", uploaded.text
         created = client.post(f"/versions/{version['id']}/deployments", json={"replicas": 1}).raise_for_status()
-        deployment = wait_status(client, created.json()["id"])
+        return wait_status(client, created.json()["id"])
+
+
+def test_the_charts_draw_the_metrics_contract(platform: Up, browser: Browser, iris: tuple[Path, list[int]]) -> None:
+    """The chart side of GET /deployments/{id}/metrics as agreed, answered here by the browser's
+    routing: four charts, a gap where a minute had no requests (nulls), the window it asks for;
+    an empty series is the empty state."""
+    deployment = ready_deployment(platform, iris[0], "contract")
+    now = time.time()
+    minute = int(now // 60 * 60)
+
+    def at(seconds: int) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+    points = [
+        {"at": at(minute - 180), "requests": 30, "errors": 3, "error_rate": 0.1, "p50_ms": 1.5, "p99_ms": 9.0,
+         "mean_batch_rows": 2.0, "replicas_ready": 1},
+        {"at": at(minute - 120), "requests": 0, "errors": 0, "error_rate": 0.0, "p50_ms": None, "p99_ms": None,
+         "mean_batch_rows": None, "replicas_ready": 1},
+        {"at": at(minute - 60), "requests": 12, "errors": 0, "error_rate": 0.0, "p50_ms": 1.2, "p99_ms": 4.8,
+         "mean_batch_rows": 1.0, "replicas_ready": 1},
+    ]
+    asked: list[str] = []
+    answer = {"points": points}
+
+    def fulfil(route: Any) -> None:
+        asked.append(route.request.url)
+        route.fulfill(status=200, content_type="application/json", body=json.dumps({
+            "deployment_id": deployment["id"], "window_seconds": 3600, "interval_seconds": 60,
+            "sampled_at": at(int(now)), **answer}))
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.route(re.compile(rf".*/api/v1/deployments/{deployment['id']}/metrics\?.*"), fulfil)
+    sign_in(page, platform, platform.key)
+    page.goto(f"{platform.api}/ui/#/deployments/{deployment['id']}")
+    expect(page.locator("#traffic-summary")).to_have_text(re.compile(r"^42 requests, 3 errors in the last 1h"))
+    expect(page.locator("#charts figure")).to_have_count(4)
+    latency = page.locator("#charts figure", has_text="Latency")
+    expect(latency.locator("circle")).to_have_count(4)  # p50 and p99 of the two minutes with requests
+    expect(latency.locator("svg")).to_have_attribute("aria-label", re.compile(r"latest p50 1\.2 ms, p99 4\.8 ms"))
+    expect(page.locator("#charts figure", has_text="Request rate").locator("circle")).to_have_count(3)
+    assert "window=1h" in asked[0]
+    traffic_shot(page, "charts-contract")
+    page.get_by_label("Window").select_option("6h")
+    answer["points"] = []
+    expect(page.locator("#charts")).to_contain_text("No traffic yet.", timeout=SLOW)
+    assert any("window=6h" in url for url in asked)
+    page.close()
+    with platform.client() as client:
+        assert client.delete(f"/deployments/{deployment['id']}").status_code == 202
+
+
+def test_the_traffic_charts_show_the_requests_sent(
+    platform: Up, browser: Browser, iris: tuple[Path, list[int]],
+) -> None:
+    """Needs GET /api/v1/deployments/{id}/metrics (the sweep's per-minute samples; every 2 s here)."""
+    deployment = ready_deployment(platform, iris[0], "charts")
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     sign_in(page, platform, platform.key)
     page.goto(f"{platform.api}/ui/#/deployments/{deployment['id']}")
@@ -316,8 +373,7 @@ def test_the_traffic_charts_show_the_requests_sent(
     for title in ("Request rate", "Error rate", "Latency", "Batch size"):
         expect(page.locator("#charts figcaption", has_text=title)).to_be_visible()
     expect(page.locator("#charts circle").first).to_be_visible()
-    page.locator("#traffic-h").scroll_into_view_if_needed()
-    shot(page, "deployment-charts")
+    traffic_shot(page, "charts")
     page.close()
     with platform.client() as client:
         assert client.delete(f"/deployments/{deployment['id']}").status_code == 202
