@@ -20,12 +20,11 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright  # the dev extra pins it
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.support.models import IRIS_ROWS, train_iris
 from tests.support.up import Up, start_up, wait_status
-
-playwright_api = pytest.importorskip("playwright.sync_api")  # the dev extra pins it
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright  # noqa: E402
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -159,7 +158,13 @@ def test_the_dashboard_drives_a_model_from_upload_to_delete(
     expect(versions).to_contain_text(f"sha256 {hashlib.sha256(content).hexdigest()}")
     expect(versions.get_by_role("row").filter(has_text="id ")).to_have_count(1)
 
-    # version 2 through the file input, with a requirements.txt
+    # a file that is no model: REJECTED, with the checks' reason, live
+    drop_file(page, "#dropzone", "model.joblib", b"this is not a pickle")
+    page.get_by_role("button", name="Upload").click()
+    expect(page.get_by_text(re.compile(r"^Version 2 was REJECTED: .+"))).to_be_visible(timeout=SLOW)
+    expect(versions.locator(".status-REJECTED")).to_have_count(1)
+
+    # version "second" through the file input, with a requirements.txt
     from importlib.metadata import version as installed
 
     requirements = tmp_path / "requirements.txt"
@@ -267,7 +272,7 @@ def test_the_dashboard_drives_a_model_from_upload_to_delete(
     other.close()
 
     # at phone width the deployment page still reads (cards, one column)
-    phone = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2)
+    phone = browser.new_context(viewport={"width": 390, "height": 844})
     small = phone.new_page()
     sign_in(small, platform, platform.key)
     small.goto(f"{platform.api}/ui/#/deployments/{deployment_id}")
@@ -363,10 +368,16 @@ def test_the_traffic_charts_show_the_requests_sent(
             assert predict.post(deployment["url"] + "/predict", json={"instances": rows}).status_code == 200
         assert predict.post(deployment["url"] + "/predict", json={"instances": [[1, 2]]}).status_code == 400
     # the chart fills while the page is open (polled, no reload): at least what was sent here
-    page.wait_for_function(
-        "sent => parseInt(document.querySelector('#traffic-summary').textContent, 10) >= sent", arg=sent + 1,
-        timeout=SLOW,
-    )
+    try:
+        page.wait_for_function(
+            "sent => parseInt(document.querySelector('#traffic-summary').textContent, 10) >= sent", arg=sent + 1,
+            timeout=SLOW,
+        )
+    except PlaywrightTimeout:
+        with platform.client() as client:
+            last = client.get(f"/deployments/{deployment['id']}/metrics", params={"window": "1h"})
+        raise AssertionError(f"the charts never showed {sent + 1} requests; the metrics endpoint answered "
+                             f"{last.status_code}: {last.text[:500]}") from None
     expect(page.locator("#traffic-summary")).to_contain_text(re.compile(r"requests, \d+ errors in the last 1h"))
     charts = page.locator("#charts figure")
     expect(charts).to_have_count(4)
