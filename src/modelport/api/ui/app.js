@@ -667,13 +667,13 @@ async function deploymentPage(mine, deploymentId) {
     }
     if (!current(mine)) return;
     const points = metrics.points || [];
-    if (!points.length) {
+    const total = points.reduce((n, p) => n + (p.requests || 0), 0);
+    const errors = points.reduce((n, p) => n + (p.errors || 0), 0);
+    if (!total) { // no samples, or only minutes without a request
       charts.replaceChildren(h("p", { class: "empty" }, "No traffic yet."));
       chartsSummary.textContent = "";
       return;
     }
-    const total = points.reduce((n, p) => n + (p.requests || 0), 0);
-    const errors = points.reduce((n, p) => n + (p.errors || 0), 0);
     chartsSummary.textContent = `${total} requests, ${errors} errors in the last ${windowSelect.value}` +
       (metrics.sampled_at ? ` (sampled ${new Date(metrics.sampled_at).toLocaleTimeString()})` : "");
     charts.replaceChildren(...metricsCharts(metrics));
