@@ -4,8 +4,8 @@
 # any Debian-based Python 3.11 image: --build-arg PYTHON_IMAGE=python:3.11-slim-bookworm.
 #
 # Two stages: the build stage makes a virtualenv with the package and only what the model server
-# imports (the `serving` extra plus the three core libraries it uses: boto3 to fetch, pydantic and
-# packaging for the domain); the final stage copies that virtualenv onto a fresh base, runs as a
+# imports (the `serving` extra plus the four core libraries it uses: boto3 to fetch, pydantic and
+# packaging for the domain, prometheus-client for /metrics); the final stage copies that virtualenv onto a fresh base, runs as a
 # non-root user and writes only under /tmp (MODEL_CACHE_DIR, HOME), so the pod can run with
 # readOnlyRootFilesystem and an emptyDir on /tmp. Byte code is compiled at build time: with a
 # read-only root, Python could not cache it and would compile every module on each start.
@@ -21,7 +21,7 @@ COPY pyproject.toml ./
 # The pins come from pyproject.toml, never written twice. Dependencies first, in their own layer:
 # a change to the code alone reuses it.
 RUN python3 -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
-core = [pin for pin in p["dependencies"] if pin.split("=")[0] in ("boto3", "pydantic", "packaging")]; \
+core = [pin for pin in p["dependencies"] if pin.split("=")[0] in ("boto3", "pydantic", "packaging", "prometheus-client")]; \
 print("\n".join(core + p["optional-dependencies"]["serving"]))' > requirements.txt \
  && /opt/modelport/bin/pip install -q -r requirements.txt
 COPY README.md ./

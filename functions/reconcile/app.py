@@ -1,4 +1,6 @@
-"""ReconcileFunction (scheduled): the sweep. Uninstalls modelport releases that have no record,
+"""ReconcileFunction (scheduled, every minute): samples every live deployment's model-server
+metrics (``deploy.metrics``: the dashboard's series, the rollout decisions' figures), takes the
+canary decisions (``services.rollouts.evaluate``), then the sweep. Uninstalls modelport releases that have no record,
 re-drives records stuck in a transient status, reinstalls READY records whose release is gone.
 
 ``build(settings, ...)`` makes the handler from explicit dependencies; ``handler`` is Lambda's
@@ -14,8 +16,10 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from modelport.deploy.driver import ClusterDriver
+from modelport.deploy.metrics import sample_all
 from modelport.deploy.reconcile import sweep
 from modelport.deploy.runtime import build_driver
+from modelport.services import rollouts
 from modelport.settings import Settings
 from modelport.store.repository import Store
 
@@ -31,11 +35,18 @@ def build(settings: Settings, *, store: Store | None = None, driver: ClusterDriv
     @logger.inject_lambda_context
     @metrics.log_metrics
     def handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        sampled = sample_all(table, cluster, settings)
+        for line in sampled.lines():
+            logger.info(line)
+        for deployment_id, decision in rollouts.evaluate(table):
+            logger.info("canary decision", extra={"deployment_id": deployment_id, "verdict": decision.verdict,
+                                                  "reason": decision.reason})
         report = sweep(table, cluster, settings)
         for line in report.lines():
             logger.info(line)
         metrics.add_metric(name="SweepActions", unit="Count", value=len(report.outcomes))
-        return {"actions": report.lines()}
+        metrics.add_metric(name="DeploymentsSampled", unit="Count", value=len(sampled.sampled))
+        return {"actions": report.lines(), "sampled": sampled.lines()}
 
     return handle
 

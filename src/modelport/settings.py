@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     cluster_retries: int = 3
     cluster_retry_backoff_seconds: float = 2.0
 
+    # --- model-server metrics (the dashboard's charts, the rollout decisions) ---
+    metrics_sample_seconds: float = Field(
+        default=60.0, gt=0, description="how often the local platform samples (AWS: the reconcile schedule)"
+    )
+    metrics_retention_seconds: int = Field(default=25 * 3600, ge=3600, description="how long samples are kept")
+
     # --- logging ---
     log_level: str = "INFO"
 

@@ -77,6 +77,50 @@ def test_the_seed_testing_section(tmp_path: Path, iris: tuple[Path, list[int]]) 
     assert up.lines[-1] == "stopped"
 
 
+def test_the_metrics_series_counts_what_callers_sent_once(tmp_path: Path, iris: tuple[Path, list[int]]) -> None:
+    """The sampler reads the model servers' own /metrics; the API serves the per-minute series to
+    the owner only: every request counted once over both replicas, a caller's mistake not an error."""
+    model_path, expected = iris
+    up = start_up(tmp_path, "--ephemeral", env_extra={"METRICS_SAMPLE_SECONDS": "0.5"})
+    try:
+        bob = second_terminal_creates_a_user(up, tmp_path)
+        with up.client() as client:
+            deployment_id = upload_and_deploy(client, model_path, replicas=2)["id"]
+            url = wait_status(client, deployment_id, replicas=2)["url"]
+            for _ in range(9):
+                assert httpx.post(url + "/predict", json={"instances": IRIS_ROWS}).json()["predictions"] == expected
+            wrong = httpx.post(url + "/predict", json={"instances": [[1.0, 2.0]]})
+            assert 400 <= wrong.status_code < 500, wrong.text
+
+            def series() -> dict[str, Any]:
+                answer = client.get(f"/deployments/{deployment_id}/metrics", params={"window": "15m"})
+                assert answer.status_code == 200, answer.text
+                return dict(answer.json())
+
+            def counted(found: dict[str, Any]) -> int:
+                return sum(p["requests"] for p in found["points"])
+
+            deadline = time.monotonic() + 60
+            while counted(seen := series()) < 10:
+                assert time.monotonic() < deadline, seen
+                time.sleep(0.2)
+            # two more samples later the counts have not moved: nothing is counted twice
+            for _ in range(2):
+                last = seen["sampled_at"]
+                while (seen := series())["sampled_at"] == last:
+                    assert time.monotonic() < deadline, seen
+                    time.sleep(0.2)
+            points = seen["points"]
+            assert counted(seen) == 10 and sum(p["errors"] for p in points) == 0
+            assert points[-1]["replicas_ready"] == 2
+            assert all(p["p50_ms"] > 0 for p in points if p["requests"])
+            other = httpx.get(f"{up.api}/api/v1/deployments/{deployment_id}/metrics",
+                              headers={"Authorization": f"Bearer {bob}"})
+            assert other.status_code == 404 and other.json()["code"] == "deployment_not_found"
+    finally:
+        assert up.stop() == 0, "\n".join(up.lines[-30:])
+
+
 def test_a_persisted_deployment_serves_again_after_a_restart(tmp_path: Path, iris: tuple[Path, list[int]]) -> None:
     model_path, expected = iris
     state = tmp_path / "state"

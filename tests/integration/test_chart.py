@@ -4,7 +4,9 @@ What is checked is what a user (or the deployer of issue 4) would notice: the in
 host, where the credentials come from, how the pod is locked down, the probes, labels, replica
 count, which optional objects exist, the URL NOTES.txt prints, and that bad values are refused
 by values.schema.json before anything reaches a cluster. Every rendered object also passes
-``kubernetes-validate --strict`` against the newest Kubernetes version the package bundles.
+``kubernetes-validate --strict`` against the newest Kubernetes version the package bundles, but
+the optional ServiceMonitor: kubernetes-validate bundles no CRD schemas, so that one is checked
+against SERVICE_MONITOR_SHAPE below (strict: no field the chart does not mean to write).
 
 No cluster is contacted: ``helm template`` and ``helm install --dry-run=client`` only render,
 and KUBECONFIG points at nothing.
@@ -20,9 +22,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from kubernetes_validate import SchemaNotFoundError
 from kubernetes_validate.utils import latest_version
 
 pytestmark = pytest.mark.integration
@@ -35,6 +39,92 @@ NAMESPACE = "user-3"
 SCHEMA_ERROR = "don't meet the specifications of the schema"
 
 Manifest = list[dict[str, Any]]
+
+# The part of the Prometheus operator's ServiceMonitor (monitoring.coreos.com/v1) the chart writes,
+# with the field names, types and the duration pattern of the operator's CRD
+# (example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml); every object is
+# closed, so a misspelt or unintended field fails here as kubernetes-validate --strict would fail it.
+DURATION = "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
+STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+SERVICE_MONITOR_SHAPE: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "ServiceMonitor"},
+        "metadata": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["name", "namespace", "labels"],
+            "properties": {
+                "name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63},
+                "namespace": {"type": "string"},
+                "labels": STRING_MAP,
+            },
+        },
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["selector", "endpoints"],
+            "properties": {
+                "selector": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["matchLabels"],
+                    "properties": {"matchLabels": STRING_MAP},
+                },
+                "namespaceSelector": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {"matchNames": {"type": "array", "items": {"type": "string"}}},
+                },
+                "endpoints": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["port", "path"],
+                        "properties": {
+                            "port": {"type": "string"},
+                            "path": {"type": "string"},
+                            "scheme": {"enum": ["http", "https", "HTTP", "HTTPS"]},
+                            "interval": {"type": "string", "pattern": DURATION},
+                            "scrapeTimeout": {"type": "string", "pattern": DURATION},
+                            "honorLabels": {"type": "boolean"},
+                            "relabelings": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "required": ["action"],
+                                    "properties": {
+                                        "action": {"enum": ["labeldrop", "labelkeep"]},
+                                        "regex": {"type": "string"},
+                                    },
+                                },
+                            },
+                            "authorization": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "properties": {
+                                    "type": {"type": "string"},
+                                    "credentials": {
+                                        "type": "object",
+                                        "additionalProperties": False,
+                                        "required": ["key"],
+                                        "properties": {"name": {"type": "string"}, "key": {"type": "string"}},
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
 
 
 class Helm:
@@ -64,19 +154,21 @@ class Helm:
         return args
 
     def template(
-        self, profile: str | None = None, *sets: str, values_file: Path | None = None
+        self, profile: str | None = None, *sets: str, values_file: Path | None = None, release: str = RELEASE
     ) -> subprocess.CompletedProcess[str]:
         return self.run(
             "template",
-            RELEASE,
+            release,
             str(CHART),
             "--namespace",
             NAMESPACE,
             *self.value_args(profile, sets, values_file),
         )
 
-    def render(self, profile: str | None = None, *sets: str, values_file: Path | None = None) -> Manifest:
-        out = self.template(profile, *sets, values_file=values_file)
+    def render(
+        self, profile: str | None = None, *sets: str, values_file: Path | None = None, release: str = RELEASE
+    ) -> Manifest:
+        out = self.template(profile, *sets, values_file=values_file, release=release)
         assert out.returncode == 0, out.stderr
         return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
 
@@ -127,6 +219,18 @@ def env(manifest: Manifest) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(manifest)["env"]}
 
 
+def validate_object(doc: dict[str, Any]) -> None:
+    """kubernetes-validate --strict; the ServiceMonitor (a CRD kind it has no schema for) against
+    SERVICE_MONITOR_SHAPE instead."""
+    if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+        with pytest.raises(SchemaNotFoundError):
+            kubernetes_validate.validate(doc, latest_version(), strict=True)
+        jsonschema.validate(doc, SERVICE_MONITOR_SHAPE)
+    else:
+        # A kind without a bundled schema raises SchemaNotFoundError: that fails the test too.
+        kubernetes_validate.validate(doc, latest_version(), strict=True)
+
+
 def ingress_rule(manifest: Manifest) -> tuple[dict[str, Any], dict[str, Any]]:
     spec = one(manifest, "Ingress")["spec"]
     assert len(spec["rules"]) == 1
@@ -157,8 +261,7 @@ def test_every_object_passes_kubernetes_validate_strict(rendered: dict[str, Mani
     manifest = rendered[profile]
     assert manifest
     for doc in manifest:
-        # A kind without a bundled schema raises SchemaNotFoundError: that fails the test too.
-        kubernetes_validate.validate(doc, version, strict=True)
+        validate_object(doc)
 
 
 def test_kubernetes_validate_cli_agrees(helm: Helm, tmp_path: Path) -> None:
@@ -181,7 +284,12 @@ def test_kubernetes_validate_cli_agrees(helm: Helm, tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "ERROR" not in result.stdout and "WARN" not in result.stdout, result.stdout
+    assert "ERROR" not in result.stdout, result.stdout
+    # The one warning is the ServiceMonitor's missing CRD schema (checked by validate_object).
+    warnings = [line for line in result.stdout.splitlines() if "WARN" in line]
+    assert len(warnings) == 1 and "kind ServiceMonitor with api version monitoring.coreos.com/v1" in warnings[0], (
+        result.stdout
+    )
 
 
 # --- what a user notices ---------------------------------------------------------------------
@@ -429,6 +537,95 @@ def test_pdb_only_when_enabled(helm: Helm, rendered: dict[str, Manifest]) -> Non
     assert pct["spec"] == {"maxUnavailable": "50%", "selector": pdb["spec"]["selector"]}
 
 
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A label selector of matchLabels only (all the chart writes) against an object's labels."""
+    assert set(selector) == {"matchLabels"}, selector
+    return bool(selector["matchLabels"]) and selector["matchLabels"].items() <= labels.items()
+
+
+def test_service_monitor_selects_exactly_the_releases_service_and_port(
+    helm: Helm, rendered: dict[str, Manifest]
+) -> None:
+    manifest = rendered["full-values.yaml"]
+    monitor = one(manifest, "ServiceMonitor")
+    service = one(manifest, "Service")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["name"] == RELEASE and monitor["metadata"]["namespace"] == NAMESPACE
+    # metrics.serviceMonitor.labels, for the Prometheus's serviceMonitorSelector, beside the chart's own
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+
+    spec = monitor["spec"]
+    assert spec["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    assert selects(spec["selector"], service["metadata"]["labels"])
+    # the labels the Service itself selects its pods by: the release, nothing wider
+    assert spec["selector"]["matchLabels"] == service["spec"]["selector"]
+    # ... so no other release's Service in the namespace matches
+    other = one(helm.render("full-values.yaml", release="model-8-1700000001"), "Service")
+    assert not selects(spec["selector"], other["metadata"]["labels"])
+
+    (endpoint,) = spec["endpoints"]
+    # the Service's port by name, which reaches the container's port of that name
+    (port,) = service["spec"]["ports"]
+    assert endpoint["port"] == port["name"] == "http"
+    assert {"name": port["targetPort"], "containerPort": 8080, "protocol": "TCP"} in container(manifest)["ports"]
+    # the same path the scrape annotations name
+    annotations = one(manifest, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert endpoint["path"] == annotations["prometheus.io/path"] == "/metrics"
+    assert (endpoint["interval"], endpoint["scrapeTimeout"]) == ("15s", "5s")
+    # the server's own "endpoint" label survives: the operator's target label of that name is dropped,
+    # and a model server never overrides the namespace and pod labels Prometheus attaches
+    assert endpoint["relabelings"] == [{"action": "labeldrop", "regex": "endpoint"}]
+    assert endpoint["honorLabels"] is False
+    assert "authorization" not in endpoint
+    jsonschema.validate(monitor, SERVICE_MONITOR_SHAPE)
+
+
+def test_service_monitor_only_when_enabled(helm: Helm, rendered: dict[str, Manifest]) -> None:
+    assert not by_kind(rendered["minimal-values.yaml"], "ServiceMonitor")
+    assert not by_kind(rendered["existing-secret-values.yaml"], "ServiceMonitor")
+    assert not by_kind(helm.render("full-values.yaml", "metrics.serviceMonitor.enabled=false"), "ServiceMonitor")
+
+    on = helm.render("minimal-values.yaml", "metrics.serviceMonitor.enabled=true")
+    monitor = one(on, "ServiceMonitor")
+    assert monitor["spec"]["selector"]["matchLabels"] == one(on, "Service")["spec"]["selector"]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert (endpoint["port"], endpoint["path"], endpoint["interval"], endpoint["scrapeTimeout"]) == (
+        "http",
+        "/metrics",
+        "30s",
+        "10s",
+    )
+    # the annotations stay unless turned off
+    annotations = one(on, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    for doc in on:
+        validate_object(doc)
+
+    # "" leaves Prometheus's own interval and timeout
+    bare = one(
+        helm.render(
+            "minimal-values.yaml",
+            "metrics.serviceMonitor.enabled=true",
+            "metrics.serviceMonitor.interval=",
+            "metrics.serviceMonitor.scrapeTimeout=",
+        ),
+        "ServiceMonitor",
+    )
+    assert "interval" not in bare["spec"]["endpoints"][0] and "scrapeTimeout" not in bare["spec"]["endpoints"][0]
+
+
+def test_service_monitor_of_a_protected_deployment_sends_the_token_from_a_secret(helm: Helm) -> None:
+    manifest = helm.render(
+        "full-values.yaml",
+        "metrics.serviceMonitor.tokenSecret.name=model-42-token",
+        "metrics.serviceMonitor.tokenSecret.key=TOKEN",
+    )
+    (endpoint,) = one(manifest, "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["authorization"] == {"type": "Bearer", "credentials": {"name": "model-42-token", "key": "TOKEN"}}
+    validate_object(one(manifest, "ServiceMonitor"))
+
+
 def test_network_policy_admits_the_ingress_controller_and_reaches_only_store_and_dns(
     rendered: dict[str, Manifest],
 ) -> None:
@@ -436,11 +633,14 @@ def test_network_policy_admits_the_ingress_controller_and_reaches_only_store_and
     policy = one(rendered["full-values.yaml"], "NetworkPolicy")["spec"]
     assert sorted(policy["policyTypes"]) == ["Egress", "Ingress"]
     assert policy["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == RELEASE
-    (ingress,) = policy["ingress"]
+    ingress, prometheus = policy["ingress"]
     (peer,) = ingress["from"]
     assert peer["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}
     assert peer["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "ingress-nginx"}}
     assert ingress["ports"] == [{"port": "http", "protocol": "TCP"}]
+    # networkPolicy.extraIngress: the profile's Prometheus may scrape /metrics.
+    assert prometheus["from"][0]["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    assert prometheus["ports"] == [{"port": "http", "protocol": "TCP"}]
 
     dns, store, extra = policy["egress"]
     assert sorted((p["port"], p["protocol"]) for p in dns["ports"]) == [(53, "TCP"), (53, "UDP")]
@@ -520,7 +720,7 @@ def test_the_deployers_values_contract_is_accepted(helm: Helm, tmp_path: Path) -
     assert ingress_rule(manifest)[1]["path"] == "/api/v1/predict/7"
     assert "wJalrXUtnFEMI" not in yaml.safe_dump(one(manifest, "Deployment"))
     for doc in manifest:
-        kubernetes_validate.validate(doc, latest_version(), strict=True)
+        validate_object(doc)
 
 
 # --- bad values are refused by the schema ----------------------------------------------------
@@ -551,6 +751,14 @@ def test_the_deployers_values_contract_is_accepted(helm: Helm, tmp_path: Path) -
         (("service.port=70000",), "/service/port"),
         (("securityContext.runAsUser=0",), "/securityContext/runAsUser"),
         (("replicas=3",), "replicas"),
+        (("metrics.serviceMonitor.interval=30",), "/metrics/serviceMonitor/interval"),
+        (("metrics.serviceMonitor.interval=30sec",), "/metrics/serviceMonitor/interval"),
+        (("metrics.serviceMonitor.scrapeTimeout=ten",), "/metrics/serviceMonitor/scrapeTimeout"),
+        (("metrics.serviceMonitor.labels.release=a b",), "/metrics/serviceMonitor/labels"),
+        (("metrics.serviceMonitor.labels.bad/key/x=1",), "/metrics/serviceMonitor/labels"),
+        (("metrics.serviceMonitor.tokenSecret.key=",), "/metrics/serviceMonitor/tokenSecret/key"),
+        (("metrics.serviceMonitor.enabled=yes",), "/metrics/serviceMonitor/enabled"),
+        (("metrics.serviceMonitor.namespace=monitoring",), "namespace"),
     ],
 )
 def test_bad_values_fail_with_a_schema_error(helm: Helm, sets: tuple[str, ...], where: str) -> None:
@@ -603,4 +811,4 @@ def test_an_empty_host_and_class_match_any_host_on_the_default_class(helm: Helm)
     rule, path = ingress_rule(manifest)
     assert "host" not in rule and path["path"] == "/api/v1/predict/7"
     for doc in manifest:
-        kubernetes_validate.validate(doc, latest_version(), strict=True)
+        validate_object(doc)

@@ -24,6 +24,7 @@ from modelport.deploy.driver import DeploySpec, ReleasePhase
 from modelport.deploy.helm import HelmDriver
 from modelport.deploy.reconcile import Reconciler
 from modelport.domain.entities import Deployment, DeploymentStatus
+from modelport.domain.serving_metrics import parse
 from modelport.local.tools import Tools
 from modelport.settings import Settings
 from tests.conftest import ClusterS3, ContainerCluster
@@ -78,7 +79,8 @@ def test_a_release_serves_through_the_ingress_from_a_real_container(
     driver: HelmDriver, container_cluster: ContainerCluster, cluster_s3: ClusterS3, model_server_image: str,
     models: dict[str, Any],
 ) -> None:
-    status = driver.deploy(spec(cluster_s3, model_server_image, models["iris"]))
+    release = spec(cluster_s3, model_server_image, models["iris"])
+    status = driver.deploy(release)
     assert status.phase == ReleasePhase.DEPLOYED
     (container,) = container_cluster.kubelet.containers(NS)
     config, host = container.attrs["Config"], container.attrs["HostConfig"]
@@ -89,6 +91,12 @@ def test_a_release_serves_through_the_ingress_from_a_real_container(
     answer = httpx.post(predict_url(container_cluster, 7) + "/predict", json={"instances": IRIS_ROWS}, timeout=30)
     assert answer.status_code == 200, answer.text
     assert answer.json()["predictions"] == models["answers"]
+    # the deployer's metrics sampler reads the pod's own /metrics through the API server's pod proxy
+    (pod,) = driver.scrape(NS, release.release)
+    assert pod.error is None and pod.text is not None, pod
+    counters = parse(pod.text)
+    assert (counters.requests, counters.errors, counters.ready) == (1, 0, 1)
+    assert driver.scrape(NS, "no-such-release") == []
 
 
 # --------------------------------------------------------------------------- through the deployer

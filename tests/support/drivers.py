@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 
-from modelport.deploy.driver import ClusterError, DeploySpec, ReleaseInfo, ReleasePhase, ReleaseStatus
+from modelport.deploy.driver import ClusterError, DeploySpec, PodMetrics, ReleaseInfo, ReleasePhase, ReleaseStatus
 
 
 class RecordingDriver:
@@ -15,6 +15,7 @@ class RecordingDriver:
         self.unreachable = False
         self.failing_keys: set[str] = set()  # model keys whose pods never become ready
         self.problems: dict[tuple[str, str], str] = {}  # releases whose pods stopped being ready
+        self.metrics: dict[tuple[str, str], list[PodMetrics]] = {}  # what scrape() answers, per release
         self._lock = threading.Lock()
 
     def _check(self) -> None:
@@ -66,6 +67,10 @@ class RecordingDriver:
             )
             for (ns, rel), revs in self.releases.items()
         ]
+
+    def scrape(self, namespace: str, release: str) -> list[PodMetrics]:
+        self._check()
+        return list(self.metrics.get((namespace, release), []))
 
     def rollback(self, namespace: str, release: str) -> ReleaseStatus:
         self.calls.append(("rollback", release))

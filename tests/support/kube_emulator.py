@@ -371,6 +371,8 @@ class ApiServer(kmock.KubernetesEmulator):
         params = request.params
         if method == "GET" and params.get("watch") in ("true", "1"):
             return await self._watch(request, route, info)
+        if route.plural == "pods" and (route.subresource or "").split("/")[0] == "proxy" and route.name:
+            return await self._proxy(request, route, info)
         if route.subresource == "scale" and route.name is not None:
             return aiohttp.web.json_response(self._scale(request, route, info))
         if method == "GET" and route.name is None:
@@ -404,6 +406,30 @@ class ApiServer(kmock.KubernetesEmulator):
                 {"apiVersion": "v1", "kind": "Status", "status": "Success", "metadata": {}}
             )
         raise ApiError(status=405, reason="MethodNotAllowed", message=f"{method} is not supported here")
+
+    async def _proxy(self, request: rendering.Request, route: Route, info: JsonObj) -> aiohttp.web.StreamResponse:
+        """``/api/v1/namespaces/{ns}/pods/{name}[:{port}]/proxy/{path}``: the API server's pod proxy,
+        forwarded to the pod's IP (a real container's, with the kubelet stand-in)."""
+        if request.method.value.upper() != "GET":
+            raise ApiError(status=405, reason="MethodNotAllowed", message="only GET is proxied here")
+        assert route.name is not None
+        name, _, port = route.name.partition(":")
+        pod = self._get(Route(route.group, route.version, "pods", route.namespace, name, None), info)
+        ip = (pod.get("status") or {}).get("podIP")
+        if not ip:
+            raise ApiError(status=503, reason="ServiceUnavailable", message=f"pod {name} has no IP address yet")
+        path = (route.subresource or "proxy").split("/", 1)[1] if "/" in (route.subresource or "") else ""
+        target = f"http://{ip}:{port or 80}/{path}"
+        try:
+            async with aiohttp.ClientSession() as session, session.get(
+                target, params=request.params, timeout=aiohttp.ClientTimeout(total=10)
+            ) as answer:
+                body = await answer.read()
+                return aiohttp.web.Response(body=body, status=answer.status,
+                                            content_type=answer.content_type or "text/plain")
+        except aiohttp.ClientError as exc:
+            raise ApiError(status=503, reason="ServiceUnavailable",
+                           message=f"error trying to reach service: {exc}") from exc
 
     def _body(self, request: rendering.Request) -> Any:
         if request.headers.get("Content-Type", "").startswith(protobuf_k8s.CONTENT_TYPE):

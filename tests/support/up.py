@@ -105,8 +105,9 @@ def refuse_a_duplicate(client: httpx.Client) -> None:
     assert again.status_code == 409 and again.json()["code"] == "model_exists", again.text
 
 
-def second_terminal_creates_a_user(up: Up, tmp: Path) -> None:
-    """`modelport users create` from another terminal: no AWS credentials there, only the CLI config."""
+def second_terminal_creates_a_user(up: Up, tmp: Path) -> str:
+    """`modelport users create` from another terminal: no AWS credentials there, only the CLI config.
+    Returns the new user's API key."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MODELPORT_"))}
     for name in ("TABLE_NAME", "DYNAMODB_ENDPOINT"):
         env.pop(name, None)
@@ -117,6 +118,7 @@ def second_terminal_creates_a_user(up: Up, tmp: Path) -> None:
     assert done.returncode == 0, done.stderr
     me = httpx.get(up.api + "/api/v1/me", headers={"Authorization": f"Bearer {done.stdout.strip()}"})
     assert me.status_code == 200 and me.json()["owner"] == name, me.text
+    return done.stdout.strip()
 
 
 def upload_and_deploy(client: httpx.Client, model_path: Path, requirements: bytes | None = None,

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from modelport.domain.entities import AutoDeploy, DeploymentStatus, VersionStatus
 from modelport.domain.pickle_policy import parse_trusted_globals
+from modelport.domain.rollouts import CanaryRequest, Rollout
 
 T = TypeVar("T")
 
@@ -71,9 +72,22 @@ class DeploymentCreate(Strict):
     replicas: int = 1
 
 
+class RolloutIn(CanaryRequest):
+    """How to move to ``version_id``: a canary (``domain.rollouts``). Without it, all at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class DeploymentUpdate(Strict):
     replicas: int | None = None
     version_id: int | None = Field(default=None, ge=1)
+    rollout: RolloutIn | None = None
+
+    @model_validator(mode="after")
+    def _rollout_needs_a_version(self) -> DeploymentUpdate:
+        if self.rollout is not None and self.version_id is None:
+            raise ValueError("a rollout moves the deployment to version_id: give it")
+        return self
 
 
 class DeploymentOut(BaseModel):
@@ -88,6 +102,9 @@ class DeploymentOut(BaseModel):
     updated_at: datetime
     status: DeploymentStatus
     status_message: str | None
+    rollout: Rollout | None = Field(
+        default=None, description="the canary in progress, or how the last one ended (state, reason, figures)"
+    )
 
 
 class PageOut(BaseModel, Generic[T]):
@@ -133,3 +150,24 @@ class TokenOut(BaseModel):
     deployment_id: int
     protected: bool
     token: str | None = Field(default=None, description="shown once, when issued; send as 'Authorization: Bearer'")
+
+
+class MetricsPointOut(BaseModel):
+    """One minute of a deployment's traffic, as its model servers counted it."""
+
+    at: datetime = Field(description="the minute's start (UTC)")
+    requests: int = Field(description="prediction requests answered")
+    errors: int = Field(description="of them, answered with a 5xx code")
+    error_rate: float | None = Field(description="errors / requests; null without requests")
+    p50_ms: float | None
+    p99_ms: float | None
+    mean_batch_rows: float | None = Field(description="rows per model call (micro-batches merge requests)")
+    replicas_ready: int
+
+
+class MetricsOut(BaseModel):
+    deployment_id: int
+    window_seconds: int
+    interval_seconds: int
+    sampled_at: datetime | None = Field(description="the last sample in the window; null: none yet")
+    points: list[MetricsPointOut] = Field(description="minutes with a sample, oldest first")

@@ -15,6 +15,9 @@ Contract, for every driver:
 - ``status`` answers None for an unknown release.
 - ``list_releases`` lists modelport's releases (labelled ``modelport.io/managed=true``) in
   ``user-*`` namespaces only.
+- ``scrape(namespace, release)`` reads ``/metrics`` of each of the release's running model
+  servers (in a cluster through the API server's pod proxy, as the API never reaches pods
+  itself); a pod that cannot be read is listed with its error, not left out silently.
 - ``ClusterError.retryable`` says whether trying again later can help (cluster unreachable,
   throttled, operation in progress) or not (the release itself failed: bad values, a pod that
   never becomes ready); its message is meant for the user and says what to do.
@@ -67,6 +70,10 @@ class DeploySpec(BaseModel):
     )
 
     replicas: int = Field(default=1, ge=0)
+    canary_weight: int | None = Field(
+        default=None, ge=0, le=100,
+        description="set: this release is a canary beside the deployment's stable one, given this share of requests",
+    )
     image: str = Field(description="the model server image reference, repository:tag or repository@sha256:...")
 
     ingress_enabled: bool = True
@@ -123,6 +130,14 @@ class ReleaseInfo(BaseModel):
     )
 
 
+class PodMetrics(BaseModel):
+    """One model server's ``/metrics`` text as scraped, or why it could not be read."""
+
+    pod: str = Field(description="the pod's name (locally: the release and replica number)")
+    text: str | None = None
+    error: str | None = None
+
+
 class ClusterError(ModelportError):
     """The cluster could not do what was asked.
 
@@ -170,6 +185,11 @@ class ClusterDriver(Protocol):
 
     def list_releases(self) -> list[ReleaseInfo]:
         """modelport's releases in user-* namespaces. Raises ClusterError."""
+        ...
+
+    def scrape(self, namespace: str, release: str) -> list[PodMetrics]:
+        """``/metrics`` of each running model server of the release ([] for an unknown release).
+        Raises ClusterError when the cluster cannot be reached."""
         ...
 
     def rollback(self, namespace: str, release: str) -> ReleaseStatus:

@@ -39,6 +39,7 @@ from modelport.deploy.driver import (
     NAMESPACE_PREFIX,
     ClusterError,
     DeploySpec,
+    PodMetrics,
     ReleaseInfo,
     ReleasePhase,
     ReleaseStatus,
@@ -282,6 +283,13 @@ def status_from_release(release: dict[str, Any]) -> ReleaseStatus:
         deployment_id=_deployment_id_from(release),
         updated_at=_time(info.get("last_deployed")),
     )
+
+
+def _http_port(pod: dict[str, Any]) -> int:
+    """The model server's port: the container port named ``http`` (the chart's), else the first."""
+    ports = [p for c in (pod.get("spec") or {}).get("containers") or [] for p in c.get("ports") or []]
+    named = [p for p in ports if p.get("name") == "http"] or ports
+    return int(named[0]["containerPort"]) if named else 8080
 
 
 def pod_reason_from(pods: dict[str, Any]) -> str | None:
@@ -544,22 +552,47 @@ class HelmDriver:
         )
         return ClusterError(message, retryable=False, pod_reason=pod_reason, detail=stderr)
 
-    def pod_reason(self, namespace: str, release: str) -> str | None:
-        """Why the release's pods are not ready, where kubectl can read it; None otherwise."""
-        args = [
-            "get", "pods", "--namespace", namespace, "--selector", f"{POD_SELECTOR_LABEL}={release}",
-            "--output", "json", "--request-timeout", "10s", "--cache-dir", str(self.work_dir / "kube-cache"),
-        ]  # fmt: skip
-        try:
-            result = self._run(self.kubectl, args, timeout=20)
-        except ClusterError:
-            return None
+    def _kubectl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self._run(self.kubectl, [*args, "--request-timeout", "10s", "--cache-dir",
+                                        str(self.work_dir / "kube-cache")], timeout=20)
+
+    def _pods(self, namespace: str, release: str) -> dict[str, Any] | None:
+        """``kubectl get pods`` of one release as JSON; None where kubectl cannot tell."""
+        result = self._kubectl("get", "pods", "--namespace", namespace, "--selector",
+                               f"{POD_SELECTOR_LABEL}={release}", "--output", "json")
         if result.returncode != 0:
             return None
         try:
-            return pod_reason_from(json.loads(result.stdout))
+            return dict(json.loads(result.stdout))
         except json.JSONDecodeError:
             return None
+
+    def pod_reason(self, namespace: str, release: str) -> str | None:
+        """Why the release's pods are not ready, where kubectl can read it; None otherwise."""
+        try:
+            pods = self._pods(namespace, release)
+        except ClusterError:
+            return None
+        return None if pods is None else pod_reason_from(pods)
+
+    def scrape(self, namespace: str, release: str) -> list[PodMetrics]:
+        """Each running pod's ``/metrics`` through the API server's pod proxy
+        (``/api/v1/namespaces/{ns}/pods/{pod}:{port}/proxy/metrics``, which needs ``pods/proxy`` get)."""
+        pods = self._pods(namespace, release)
+        if pods is None:
+            raise ClusterError(f"could not list the pods of release {release}", retryable=True)
+        scraped = []
+        for pod in pods.get("items", []):
+            name = str((pod.get("metadata") or {}).get("name", ""))
+            if (pod.get("status") or {}).get("phase") != "Running" or not name:
+                continue
+            port = _http_port(pod)
+            result = self._kubectl("get", "--raw", f"/api/v1/namespaces/{namespace}/pods/{name}:{port}/proxy/metrics")
+            if result.returncode == 0:
+                scraped.append(PodMetrics(pod=name, text=result.stdout))
+            else:
+                scraped.append(PodMetrics(pod=name, error=_last_error_line(result.stderr) or "no answer"))
+        return scraped
 
     def remove(self, namespace: str, release: str) -> bool:
         timeout = self.settings.helm_timeout_seconds
@@ -666,12 +699,9 @@ class HelmDriver:
     def _pod_problems(self) -> dict[tuple[str, str], str]:
         """(namespace, release) -> why some of its pods are not ready, from one kubectl call for all
         of modelport's pods; empty where kubectl cannot tell (the listing does not depend on it)."""
-        args = [
-            "get", "pods", "--all-namespaces", "--selector", "app.kubernetes.io/part-of=modelport",
-            "--output", "json", "--request-timeout", "10s", "--cache-dir", str(self.work_dir / "kube-cache"),
-        ]  # fmt: skip
         try:
-            result = self._run(self.kubectl, args, timeout=20)
+            result = self._kubectl("get", "pods", "--all-namespaces", "--selector",
+                                   "app.kubernetes.io/part-of=modelport", "--output", "json")
             pods = json.loads(result.stdout) if result.returncode == 0 else {}
         except (ClusterError, json.JSONDecodeError):
             return {}

@@ -33,6 +33,7 @@ from modelport.domain.entities import (
     VersionStatus,
 )
 from modelport.domain.paths import parse_s3_path
+from modelport.domain.rollouts import Rollout, RolloutState, canary_release
 from modelport.settings import Settings
 
 logger = Logger(service="modelport")
@@ -84,6 +85,9 @@ class DeploymentRecords(Protocol):
     def delete_deployment_record(self, deployment_id: int, *, generation: int | None = None) -> bool: ...
 
     def request_reinstall(self, deployment_id: int, *, generation: int) -> bool: ...
+
+    def write_rollout(self, current: Deployment, rollout: Rollout, *, version_id: int | None = None
+                      ) -> Deployment | None: ...
 
 
 class NotEnoughTime(Exception):
@@ -185,14 +189,52 @@ class Reconciler:
             self._with_retries(f"deploy {spec.release}", lambda: self.driver.deploy(spec))
         except ClusterError as exc:
             return self._failed(deployment, generation, first_install, _describe(exc))
+        canary_ended = self._converge_canary(deployment, spec)
+        if canary_ended is not None:
+            return canary_ended
         written = self.store.set_deployment_status(
-            deployment.id, DeploymentStatus.READY, None, generation=generation, observed_generation=generation,
-            deployed=(deployment.version_id, deployment.replicas),
+            deployment.id, DeploymentStatus.READY, rollout_message(deployment.rollout), generation=generation,
+            observed_generation=generation, deployed=(deployment.version_id, deployment.replicas),
         )
         if written is None:
             return Outcome(deployment.id, Action.SUPERSEDED, "deployed, but a newer state was asked meanwhile")
         logger.info("deployment ready", extra={"deployment_id": deployment.id, "release": spec.release})
         return Outcome(deployment.id, Action.DEPLOYED)
+
+    def _converge_canary(self, deployment: Deployment, stable: DeploySpec) -> Outcome | None:
+        """The candidate's release beside the stable one at the step's weight while a canary
+        progresses; gone otherwise. A candidate that cannot start ends the canary (rolled back)."""
+        rollout, name = deployment.rollout, canary_release(stable.release)
+        if rollout is None or not rollout.progressing:
+            try:
+                self._with_retries(f"remove {name}", lambda: self.driver.remove(stable.namespace, name))
+            except ClusterError as exc:
+                logger.warning("canary release not removed; the sweep will", extra={"release": name,
+                                                                                    "error": exc.message})
+            return None
+        candidate = self.store.find_version(rollout.candidate_version_id)
+        problem = None
+        if candidate is None or candidate.status != VersionStatus.READY or not candidate.s3_path:
+            problem = f"version {rollout.candidate_version_id} is no longer READY with an uploaded artifact"
+        else:
+            spec = build_spec(deployment, candidate, self.settings).model_copy(update={
+                "release": name, "canary_weight": rollout.weight,
+                "replicas": max(1, -(-deployment.replicas * rollout.weight // 100)),
+            })
+            try:
+                self._with_retries(f"deploy {name}", lambda: self.driver.deploy(spec))
+            except ClusterError as exc:
+                problem = f"the candidate did not start: {_describe(exc)}"
+        if problem is None:
+            return None
+        try:
+            self._with_retries(f"remove {name}", lambda: self.driver.remove(stable.namespace, name))
+        except ClusterError as exc:
+            logger.warning("canary release not removed; the sweep will", extra={"release": name, "error": exc.message})
+        ended = rollout.model_copy(update={"state": RolloutState.ROLLED_BACK, "reason": problem})
+        if self.store.write_rollout(deployment, ended) is None:
+            return Outcome(deployment.id, Action.SUPERSEDED, problem)
+        return Outcome(deployment.id, Action.ROLLED_BACK, problem)  # its own stream record converges it
 
     def _failed(self, deployment: Deployment, generation: int, first_install: bool, reason: str) -> Outcome:
         ns, release = deployment.namespace, deployment.k8s_service_name
@@ -282,7 +324,7 @@ class Reconciler:
         present = {(r.namespace, r.release): r for r in releases}
         for release in releases:
             owner = deployments.get(release.deployment_id or 0)
-            orphan = owner is None or (owner.k8s_service_name, owner.namespace) != (release.release, release.namespace)
+            orphan = owner is None or release.namespace != owner.namespace or release.release not in owner.release_names
             if orphan and self.driver.remove(release.namespace, release.release):
                 outcomes.append(Outcome(release.deployment_id or 0, Action.REMOVED_ORPHAN,
                                             f"{release.namespace}/{release.release}"))
@@ -310,6 +352,21 @@ class Reconciler:
 
 
 DEGRADED = "degraded: "
+
+
+def rollout_message(rollout: Rollout | None) -> str | None:
+    """The status message a canary gives the record once converged."""
+    if rollout is None:
+        return None
+    candidate = f"version id {rollout.candidate_version_id}"
+    if rollout.progressing:
+        return (f"canary: {candidate} gets {rollout.weight}% of requests "
+                f"(step {rollout.step + 1} of {len(rollout.steps)})")
+    if rollout.state == RolloutState.PROMOTED:
+        return f"canary promoted: {candidate} serves all requests ({rollout.reason})"
+    verb = "rolled back" if rollout.state == RolloutState.ROLLED_BACK else "aborted"
+    return (f"canary {verb}: all requests to version id {rollout.stable_version_id} again; "
+            f"{candidate} removed ({rollout.reason})")
 
 
 def _describe(exc: ClusterError) -> str:

@@ -7,6 +7,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
+from modelport.domain.rollouts import Rollout, canary_release
+
 
 def utcnow() -> datetime:
     now = datetime.now(UTC)
@@ -98,9 +100,18 @@ class Deployment(BaseModel):
     deployed_replicas: int | None = None
     follow_latest: bool = False  # auto-deploy moves this deployment to each new READY version
     predict_token_sha256: str | None = None  # set: the prediction URL needs the deployment's token
+    rollout: Rollout | None = None  # a canary beside the stable version, or the last one's outcome
     status_changed_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
+
+
+    @property
+    def release_names(self) -> tuple[str, ...]:
+        """The releases this deployment should have: its own, and its canary's while one progresses."""
+        if self.rollout is not None and self.rollout.progressing:
+            return self.k8s_service_name, canary_release(self.k8s_service_name)
+        return (self.k8s_service_name,)
 
 
 def release_name(deployment_id: int, created_at: datetime) -> str:

@@ -7,7 +7,7 @@ names.
   does, once, and hands the config down). The chart sets the same names (a test renders the chart
   and compares them with ``ENV_NAMES``).
 - ``server_argv()``: the command that starts one with a given interpreter.
-- ``READY_PATH`` / ``LIVE_PATH``: the probes.
+- ``READY_PATH`` / ``LIVE_PATH``: the probes; ``METRICS_PATH``: the Prometheus exposition.
 - A server that cannot serve its model exits with status 1 after printing one *failure line* on
   stderr: ``failure_line(reason)`` writes it, ``parse_failure(line)`` reads it back (None for any
   other line), so the starter shows the server's stated reason without matching free text.
@@ -25,6 +25,7 @@ from modelport.domain.pickle_policy import parse_trusted_globals
 
 READY_PATH = "/readyz"
 LIVE_PATH = "/healthz"
+METRICS_PATH = "/metrics"
 MODULE = "modelport.serving"
 FAILURE_KEY = "modelport_failure"
 

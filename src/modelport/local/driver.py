@@ -38,6 +38,7 @@ operations on different releases run in parallel and operations on one release q
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import signal
@@ -46,6 +47,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -54,11 +56,12 @@ from modelport.deploy.driver import (
     NAMESPACE_PREFIX,
     ClusterError,
     DeploySpec,
+    PodMetrics,
     ReleaseInfo,
     ReleasePhase,
     ReleaseStatus,
 )
-from modelport.domain.model_server import ENV_NAMES, READY_PATH, ServerConfig, server_argv
+from modelport.domain.model_server import ENV_NAMES, METRICS_PATH, READY_PATH, ServerConfig, server_argv
 from modelport.local import state
 from modelport.local.processes import free_port
 from modelport.local.release import (
@@ -83,6 +86,16 @@ CHART_NAME = "local-process"
 __all__ = ["LocalProcessDriver", "ReplicaEvent"]
 
 
+@dataclass(frozen=True)
+class Split:
+    """Where a deployment's requests go: its stable release's ready replicas, its canary's, and
+    the canary's share in percent."""
+
+    stable: tuple[str, ...] = ()
+    canary: tuple[str, ...] = ()
+    weight: int = 0
+
+
 class LocalProcessDriver:
     """Model servers as local processes; see the module docstring."""
 
@@ -105,9 +118,10 @@ class LocalProcessDriver:
         self.extra_env = dict(extra_env or {})
         self._releases: dict[tuple[str, str], LocalRelease] = {}
         self._lock = threading.RLock()
-        # deployment id -> ready upstream URLs; None entry = known but nothing ready. Read lock-free
-        # by the gateway (a dict lookup is atomic), replaced under self._lock.
-        self._routes: dict[int, tuple[str, ...]] = {}
+        # deployment id -> ready upstream URLs of its stable and canary releases and the canary's
+        # weight. Read lock-free by the gateway (a dict lookup is atomic), replaced under self._lock.
+        self._routes: dict[int, Split] = {}
+        self._sent: dict[int, itertools.count[int]] = {}  # requests routed per deployment (the split's clock)
         self._http = httpx.Client(timeout=1.0, trust_env=False)
         self._stop = threading.Event()
         self._closed = False
@@ -151,17 +165,36 @@ class LocalProcessDriver:
 
     # ------------------------------------------------------------------ gateway's view
     def upstreams(self, deployment_id: int) -> tuple[str, ...] | None:
-        """Base URLs of the ready replicas of a deployment; None if no release serves that id."""
-        return self._routes.get(deployment_id)
+        """Base URLs of the ready replicas that should answer this request; None if no release serves
+        that id. With a canary, request n goes to the canary's replicas when the canary's share
+        ``weight``% crosses a whole number between n and n+1 (exactly ``weight`` of every 100
+        requests, spread evenly, the same on every run), to the stable ones otherwise; a side with
+        no ready replica leaves all to the other."""
+        split = self._routes.get(deployment_id)
+        if split is None:
+            return None
+        if not split.canary or not split.weight:
+            return split.stable or split.canary
+        if not split.stable:
+            return split.canary
+        n = next(self._sent.setdefault(deployment_id, itertools.count()))
+        to_canary = (n + 1) * split.weight // 100 > n * split.weight // 100
+        return split.canary if to_canary else split.stable
 
     def _publish(self) -> None:
         """Recompute the routing table (call with self._lock held)."""
-        routes: dict[int, tuple[str, ...]] = {}
+        routes: dict[int, Split] = {}
         for rel in self._releases.values():
             if rel.removed:
                 continue
             urls = tuple(r.url for r in rel.replicas if r.ready and r.supervised and not r.stopping)
-            routes[rel.deployment_id] = routes.get(rel.deployment_id, ()) + urls
+            split = routes.get(rel.deployment_id, Split())
+            weight = rel.canary_weight
+            if weight is None:
+                split = Split(split.stable + urls, split.canary, split.weight)
+            else:
+                split = Split(split.stable, split.canary + urls, weight)
+            routes[rel.deployment_id] = split
         self._routes = routes
 
     # ------------------------------------------------------------------ the ClusterDriver interface
@@ -183,6 +216,9 @@ class LocalProcessDriver:
     def _deploy_locked(self, rel: LocalRelease, spec: DeploySpec) -> ReleaseStatus:
         number = rel.revision + 1
         previous_phase = rel.phase
+        with self._lock:
+            rel.canary_weight = spec.canary_weight  # a canary's new share applies at once
+            self._publish()
         rel.phase, rel.message, rel.updated_at = ReleasePhase.PENDING, "deploying", now()
         first = rel.spec is None
         try:
@@ -384,6 +420,21 @@ class LocalProcessDriver:
                 for rel in self._releases.values()
                 if rel.namespace.startswith(NAMESPACE_PREFIX)
             ]
+
+    def scrape(self, namespace: str, release: str) -> list[PodMetrics]:
+        with self._lock:
+            rel = self._releases.get((namespace, release))
+            replicas = [] if rel is None else [r for r in rel.replicas if r.process is not None and not r.stopping]
+        scraped = []
+        for replica in replicas:
+            pod = f"{release}-{replica.index + 1}"
+            try:
+                answer = self._http.get(replica.url + METRICS_PATH, timeout=2.0)
+                answer.raise_for_status()
+                scraped.append(PodMetrics(pod=pod, text=answer.text))
+            except httpx.HTTPError as exc:
+                scraped.append(PodMetrics(pod=pod, error=f"{type(exc).__name__}: {exc}"))
+        return scraped
 
     def rollback(self, namespace: str, release: str) -> ReleaseStatus:
         with self._lock:

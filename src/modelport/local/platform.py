@@ -16,9 +16,11 @@ children included (Ctrl-C, SIGTERM: ``foreground.run``):
    calling the functions' own handlers (``functions/{deployer,artifacts}/app.py``, loaded by path:
    ``functions.load_function_module``), with template.yaml's batch settings;
 6. the API (``create_app``) on ``--port`` and, for the local driver, the gateway on
-   ``--gateway-port``; the reconcile sweep, once now and every 5 minutes (the scheduled function),
-   and with it the recovery of uploads whose event was lost (``ArtifactEvents.recover``: the
-   uploads queue is moto's, in memory, even under ``--persist``);
+   ``--gateway-port``; the reconcile sweep, once now and every 5 minutes, and with it the recovery
+   of uploads whose event was lost (``ArtifactEvents.recover``: the uploads queue is moto's, in
+   memory, even under ``--persist``); the metrics sampler (``deploy.metrics``) and after it the
+   canary decisions (``services.rollouts.evaluate``), every ``METRICS_SAMPLE_SECONDS`` (in AWS the
+   scheduled function does all three, every minute);
 7. a default user (first start only) whose API key is printed once and kept, with the endpoint, in
    ``Options.keys`` (the CLI's config); then one line ``ready api=... gateway=...``.
 """
@@ -43,6 +45,7 @@ from rich.logging import RichHandler
 from modelport.api.app import create_app
 from modelport.artifacts.storage import ObjectStore
 from modelport.deploy.driver import ClusterDriver
+from modelport.deploy.metrics import sample_all
 from modelport.deploy.reconcile import sweep
 from modelport.deploy.runtime import build_driver
 from modelport.domain.entities import DeploymentStatus
@@ -56,7 +59,7 @@ from modelport.local.processes import port_open
 from modelport.local.stand_ins import CREDENTIALS, Endpoints, StandIns
 from modelport.local.template import load_template
 from modelport.local.tools import with_tools
-from modelport.services import users
+from modelport.services import rollouts, users
 from modelport.services.artifact_events import ArtifactEvents
 from modelport.settings import Settings
 from modelport.store.records import ensure_table
@@ -165,6 +168,7 @@ class Platform:
         self._uploads = ArtifactEvents(self.store, ObjectStore(settings), settings)
         self._sweeper = threading.Thread(target=self._sweep_loop, name="sweep", daemon=True)
         self._sweeper.start()
+        threading.Thread(target=self._sample_loop, name="metrics", daemon=True).start()
         self._user()
         self.say(f"ready api={self.api_url} gateway={self.gateway_url}")
 
@@ -237,7 +241,7 @@ class Platform:
     def _restore(self, driver: Any) -> None:
         def keep(spec: Any) -> bool:
             found = self.store.find_deployment(spec.deployment_id)
-            return found is not None and found.k8s_service_name == spec.release
+            return found is not None and spec.release in found.release_names
         started = time.monotonic()
         results = driver.restore(keep=keep)
         for deployment_id, error in sorted(results.items()):
@@ -265,6 +269,16 @@ class Platform:
                 logger.warning("sweep failed", exc_info=True)
             if self.stopped.wait(SWEEP_INTERVAL_SECONDS):
                 return
+
+    def _sample_loop(self) -> None:
+        while not self.stopped.wait(self.settings.metrics_sample_seconds):
+            try:
+                for line in sample_all(self.store, self.driver, self.settings).lines():
+                    logger.debug("metrics: %s", line)
+                for deployment_id, decision in rollouts.evaluate(self.store):
+                    logger.info("deployment %d canary: %s (%s)", deployment_id, decision.verdict, decision.reason)
+            except Exception:  # noqa: BLE001 - the next run tries again
+                logger.warning("metrics sampling failed", exc_info=True)
 
     def _report(self, event: Any) -> None:
         """A replica exited or recovered: say so in the deployment's status message."""

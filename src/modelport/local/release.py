@@ -86,6 +86,7 @@ class LocalRelease:
     lock: threading.RLock = field(default_factory=threading.RLock)
     counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     removed: bool = False
+    canary_weight: int | None = None  # set: a canary beside the deployment's stable release
 
     @property
     def revision(self) -> int:

@@ -64,6 +64,10 @@ def update_deployment(
         current = store.get_deployment(owner, deployment_id)
         ensure_changeable(current)
         change_version = version_id is not None and version_id != current.version_id
+        if change_version and current.rollout is not None and current.rollout.progressing:
+            raise Conflict(f"deployment {deployment_id} has a canary of version "
+                           f"{current.rollout.candidate_version_id} in progress; promote or abort it first",
+                           code="rollout_in_progress")
         change_replicas = replicas is not None and replicas != current.replicas
         if not (change_version or change_replicas):
             return current

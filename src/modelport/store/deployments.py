@@ -20,6 +20,7 @@ from modelport.domain.entities import (
 )
 from modelport.domain.errors import Conflict, NotFound
 from modelport.domain.paths import namespace_for
+from modelport.domain.rollouts import Rollout
 from modelport.store import keys, schema
 from modelport.store.records import (
     DeploymentRecord,
@@ -41,6 +42,11 @@ def _status_actions(status: DeploymentStatus, message: str | None) -> list[Any]:
         DeploymentRecord.status_changed_at.set(now),
         DeploymentRecord.updated_at.set(now),
     ]
+
+
+def _held(version_id: int, rollout: Rollout | None) -> set[int]:
+    """The versions a deployment holds (counts in ``Version.deployments``)."""
+    return {version_id} | ({rollout.candidate_version_id} if rollout and rollout.progressing else set())
 
 
 class DeploymentRepository(VersionRepository):
@@ -180,6 +186,39 @@ class DeploymentRepository(VersionRepository):
             return None
         return self.get_deployment(current.owner, current.id)
 
+    def write_rollout(
+        self, current: Deployment, rollout: Rollout, *, version_id: int | None = None
+    ) -> Deployment | None:
+        """A new rollout state over ``current`` (as read) as a new desired state: a new generation,
+        and the version counts moved in the same transaction (a deployment holds its version and,
+        while a canary progresses, its candidate). None when the record changed since it was read
+        (someone decided first); Conflict ``version_not_ready`` when a version taken stopped being
+        deployable."""
+        record = self._deployment_record(current.owner, current.id)
+        actions: list[Any] = [
+            DeploymentRecord.rollout.set(rollout.model_dump(mode="json")),
+            DeploymentRecord.generation.add(1), DeploymentRecord.updated_at.set(utcnow()),
+        ]
+        if version_id is not None:
+            actions.append(DeploymentRecord.version_id.set(version_id))
+        before, after = _held(current.version_id, current.rollout), _held(version_id or current.version_id, rollout)
+        try:
+            with self._transact() as tx:
+                tx.update(record, actions=actions, condition=(
+                    (DeploymentRecord.generation == current.generation)
+                    & (DeploymentRecord.status != DeploymentStatus.DELETING.value)
+                    & (DeploymentRecord.released != 1)
+                ))
+                for taken in sorted(after - before):
+                    self._take_version(tx, taken)
+                for given in sorted(before - after):
+                    self._release_version(tx, given)
+        except TransactWriteError as exc:
+            if "version" in tx.failed(exc):
+                raise self._not_ready(self.get_version(current.owner, rollout.candidate_version_id)) from exc
+            return None
+        return self.get_deployment(current.owner, current.id)
+
     def set_predict_token(self, owner: str, deployment_id: int, token_sha256: str | None) -> Deployment:
         """Protect the prediction URL with a token (its sha256), or open it again (None). A change of
         desired state like any other: the deployer rolls it out."""
@@ -296,7 +335,9 @@ class DeploymentRepository(VersionRepository):
         """The version's and model's counts, and the model's follower slot if this one held it."""
         if record.follow_latest:
             tx.delete(self._follower_guard(int(record.model_id), int(record.id)))
-        self._release_version(tx, int(record.version_id))
+        current = self._deployment(record)
+        for held in sorted(_held(current.version_id, current.rollout)):
+            self._release_version(tx, held)
         tx.update(
             self.records.Model(*keys.model(int(record.model_id))),
             actions=[ModelRecord.deployments.add(-1)],

@@ -3,6 +3,8 @@
 Records: ``PK = {TYPE}#{id}``, ``SK = {TYPE}`` (users by name, API keys by their sha256).
 Guards (exist only to make something unique, written in the record's own transaction):
 ``(USER#{owner}, MODELNAME#{name})``, ``(MODEL#{id}, LABEL#{label})``, ``(MODEL#{id}, FOLLOWER)``.
+Metrics (never on the deployer's stream filter, which selects ``DEPLOYMENT#``):
+``(METRICS#{deployment}, BASELINE#{release})``, ``(METRICS#{deployment}, SAMPLE#{epoch:012d}#{release})``.
 Listings: GSI1 ``OWNER#{owner}`` / ``{TYPE}#{id:012d}`` (a user's models and deployments),
 GSI2 ``MODEL#{id}`` / ``{TYPE}#{id:012d}`` (a model's versions and deployments).
 """
@@ -72,3 +74,19 @@ def listed(kind: str, record_id: int) -> str:
 
 def listed_prefix(kind: str) -> str:
     return f"{kind.upper()}#"
+
+
+def metrics_baseline(deployment_id: int, release: str) -> Key:
+    return f"{schema.METRICS_PREFIX}{deployment_id}", f"BASELINE#{release}"
+
+
+def metrics_sample(deployment_id: int, release: str, epoch_seconds: int) -> Key:
+    return f"{schema.METRICS_PREFIX}{deployment_id}", f"{metrics_samples_prefix()}{epoch_seconds:012d}#{release}"
+
+
+def metrics_partition(deployment_id: int) -> str:
+    return f"{schema.METRICS_PREFIX}{deployment_id}"
+
+
+def metrics_samples_prefix() -> str:
+    return "SAMPLE#"

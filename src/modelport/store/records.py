@@ -154,6 +154,7 @@ class DeploymentRecord(Record):
     deployed_replicas = NumberAttribute(null=True)
     follow_latest = NumberAttribute(default=0)
     predict_token_sha256 = UnicodeAttribute(null=True)
+    rollout = JSONAttribute(null=True)  # domain.rollouts.Rollout
     released = NumberAttribute(default=0)  # 1: a FAILED record that gave back its version's count
     status_changed_at = UTCDateTimeAttribute(null=True)
     created_at = UTCDateTimeAttribute()
@@ -163,8 +164,32 @@ class DeploymentRecord(Record):
     model_index = ModelChildrenIndex()
 
 
+class MetricsBaselineRecord(Record):
+    """The last scrape of one release's model servers: cumulative counters by pod (Counters JSON)."""
+
+    Meta = _Meta  # type: ignore[assignment]
+    deployment_id = NumberAttribute()
+    release = UnicodeAttribute()
+    sampled_at = NumberAttribute()  # epoch seconds
+    pods = JSONAttribute()
+    ttl = TTLAttribute(null=True)
+
+
+class MetricsSampleRecord(Record):
+    """What one release's model servers did between two scrapes (Counters JSON, summed over pods)."""
+
+    Meta = _Meta  # type: ignore[assignment]
+    deployment_id = NumberAttribute()
+    release = UnicodeAttribute()
+    sampled_at = NumberAttribute()
+    counters = JSONAttribute()
+    replicas_ready = NumberAttribute(default=0)
+    ttl = TTLAttribute(null=True)
+
+
 ALL_RECORDS: tuple[type[Record], ...] = (
     Record, GuardRecord, CounterRecord, UserRecord, ApiKeyRecord, ModelRecord, VersionRecord, DeploymentRecord,
+    MetricsBaselineRecord, MetricsSampleRecord,
 )
 
 
@@ -180,6 +205,8 @@ class TableRecords:
     Model: type[ModelRecord]
     Version: type[VersionRecord]
     Deployment: type[DeploymentRecord]
+    MetricsBaseline: type[MetricsBaselineRecord]
+    MetricsSample: type[MetricsSampleRecord]
 
 
 def bind(settings: Settings) -> TableRecords:

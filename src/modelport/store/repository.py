@@ -10,7 +10,8 @@ Rules kept here, in DynamoDB conditions and transactions, so no race can break t
 - a change of desired state adds one to ``Deployment.generation``; the deployer writes back what
   it converged to with a condition on that generation, so it never overwrites a newer request.
 
-One repository module per entity (``users``, ``models``, ``versions``, ``deployments``) on the
+One repository module per entity (``users``, ``models``, ``versions``, ``deployments``,
+``metrics``) on the
 shared base ``table.Table``; every key shape is in ``keys.py``. ``Store`` is all of them on one
 connection: what the services and the deployer are given.
 """
@@ -18,6 +19,7 @@ connection: what the services and the deployer are given.
 from __future__ import annotations
 
 from modelport.store.deployments import DeploymentRepository
+from modelport.store.metrics import MetricsRepository
 from modelport.store.models import ModelRepository
 from modelport.store.table import Page
 from modelport.store.users import UserRepository
@@ -25,5 +27,5 @@ from modelport.store.users import UserRepository
 __all__ = ["Page", "Store"]
 
 
-class Store(UserRepository, ModelRepository, DeploymentRepository):
+class Store(UserRepository, ModelRepository, DeploymentRepository, MetricsRepository):
     """The table, every repository on one connection. One instance per process is enough."""

@@ -20,6 +20,7 @@ COUNTER_PREFIX = "COUNTER#"
 MODEL_PREFIX = "MODEL#"
 VERSION_PREFIX = "VERSION#"
 DEPLOYMENT_PREFIX = "DEPLOYMENT#"
+METRICS_PREFIX = "METRICS#"
 
 #: the stream filter the deployer's event source uses (template.yaml and the local poller)
 DEPLOYER_FILTER_PATTERN = {"dynamodb": {"Keys": {PK: {"S": [{"prefix": DEPLOYMENT_PREFIX}]}}}}

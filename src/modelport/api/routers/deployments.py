@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from modelport.api.deps import (
     IdempotencyDep,
@@ -12,9 +12,16 @@ from modelport.api.deps import (
     SettingsDep,
     StoreDep,
 )
-from modelport.api.schemas import DeploymentCreate, DeploymentOut, DeploymentUpdate, PageOut, TokenOut
+from modelport.api.schemas import (
+    DeploymentCreate,
+    DeploymentOut,
+    DeploymentUpdate,
+    MetricsOut,
+    PageOut,
+    TokenOut,
+)
 from modelport.domain.entities import Deployment
-from modelport.services import deployments
+from modelport.services import deployments, metrics, rollouts
 
 router = APIRouter(tags=["deployments"])
 
@@ -51,9 +58,26 @@ def get_deployment(deployment_id: int, owner: Owner, store: StoreDep) -> Deploym
 def update_deployment(
     deployment_id: int, body: DeploymentUpdate, owner: Owner, store: StoreDep, settings: SettingsDep
 ) -> DeploymentOut:
+    if body.rollout is not None:
+        assert body.version_id is not None  # the schema's rule
+        if body.replicas is not None:
+            deployments.update_deployment(store, settings, owner, deployment_id, replicas=body.replicas)
+        return deployment_out(rollouts.start_canary(store, owner, deployment_id, body.version_id, body.rollout))
     return deployment_out(deployments.update_deployment(
         store, settings, owner, deployment_id, replicas=body.replicas, version_id=body.version_id
     ))
+
+
+@router.post("/deployments/{deployment_id}/rollout/promote", response_model=DeploymentOut)
+def promote_rollout(deployment_id: int, owner: Owner, store: StoreDep) -> DeploymentOut:
+    """All requests to the canary's version now; the stable release is upgraded to it."""
+    return deployment_out(rollouts.promote(store, owner, deployment_id))
+
+
+@router.post("/deployments/{deployment_id}/rollout/abort", response_model=DeploymentOut)
+def abort_rollout(deployment_id: int, owner: Owner, store: StoreDep) -> DeploymentOut:
+    """All requests back to the stable version; the canary's release is removed."""
+    return deployment_out(rollouts.abort(store, owner, deployment_id))
 
 
 @router.delete("/deployments/{deployment_id}", status_code=202, response_model=DeploymentOut)
@@ -80,3 +104,14 @@ def remove_token(deployment_id: int, owner: Owner, store: StoreDep) -> TokenOut:
     """Open the prediction URL to anyone again."""
     deployments.remove_token(store, owner, deployment_id)
     return TokenOut(deployment_id=deployment_id, protected=False)
+
+
+@router.get("/deployments/{deployment_id}/metrics", response_model=MetricsOut)
+def deployment_metrics(
+    deployment_id: int, owner: Owner, store: StoreDep, settings: SettingsDep,
+    window: str = Query(default="1h", description="how far back: 15m, 1h, 6h, 24h ..."),
+) -> MetricsOut:
+    """Per-minute requests, errors, p50/p99 latency, batch sizes and replicas ready, as the
+    deployer's sampler read them from the model servers."""
+    series = metrics.deployment_metrics(store, settings, owner, deployment_id, window)
+    return MetricsOut.model_validate(series.model_dump())
