@@ -261,10 +261,11 @@ def test_the_dashboard_drives_a_model_from_upload_to_delete(
     expect(second.get_by_role("link", name=name)).to_have_count(0)
     nav(second, "Deployments").click()
     expect(second.locator("#deployments")).to_contain_text("No deployments yet.")
-    for hidden in (f"#/deployments/{deployment_id}", f"#/models/{model_id}"):
+    for hidden, what in ((f"#/deployments/{deployment_id}", f"Deployment {deployment_id}"),
+                         (f"#/models/{model_id}", f"Model {model_id}")):
         second.goto(f"{platform.api}/ui/{hidden}")
         expect(second.get_by_role("heading", name="Not found")).to_be_visible()
-        expect(second.get_by_text("does not exist, or is not yours")).to_be_visible()
+        expect(second.get_by_text(f"{what} does not exist, or is not yours.")).to_be_visible()
     # sign out clears the key
     second.get_by_role("button", name="Sign out").click()
     expect(second.get_by_role("heading", name="Sign in")).to_be_visible()

@@ -279,6 +279,7 @@ async function modelPage(mine, modelId) {
   try {
     model = await api("GET", `/models/${modelId}`);
   } catch (err) {
+    if (!current(mine)) return;
     if (err instanceof ApiError && err.status === 404) return notFound(`Model ${modelId}`);
     throw err;
   }
@@ -457,6 +458,7 @@ async function deploymentPage(mine, deploymentId) {
   try {
     deployment = await api("GET", `/deployments/${deploymentId}`);
   } catch (err) {
+    if (!current(mine)) return;
     if (err instanceof ApiError && err.status === 404) return notFound(`Deployment ${deploymentId}`);
     throw err;
   }
