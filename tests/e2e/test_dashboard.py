@@ -332,8 +332,17 @@ def test_the_charts_draw_the_metrics_contract(platform: Up, browser: Browser, ir
             "deployment_id": deployment["id"], "window_seconds": 3600, "interval_seconds": 60,
             "sampled_at": at(int(now)), **answer}))
 
+    def with_rollout(route: Any) -> None:  # the rollouts issue's record field, read out in its place
+        record = route.fetch().json()
+        record["rollout"] = {
+            "strategy": "canary", "steps": [10, 50], "step_seconds": 60, "max_error_rate": 0.01, "min_requests": 50,
+            "candidate_version_id": 99, "stable_version_id": record["version_id"], "step": 1, "state": "progressing",
+            "started_at": at(minute), "step_started_at": at(minute), "reason": None, "weight": 50}
+        route.fulfill(status=200, content_type="application/json", body=json.dumps(record))
+
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.route(re.compile(rf".*/api/v1/deployments/{deployment['id']}/metrics\?.*"), fulfil)
+    page.route(re.compile(rf".*/api/v1/deployments/{deployment['id']}$"), with_rollout)
     sign_in(page, platform, platform.key)
     page.goto(f"{platform.api}/ui/#/deployments/{deployment['id']}")
     expect(page.locator("#traffic-summary")).to_have_text(re.compile(r"^42 requests, 3 errors in the last 1h"))
@@ -343,6 +352,8 @@ def test_the_charts_draw_the_metrics_contract(platform: Up, browser: Browser, ir
     expect(latency.locator("svg")).to_have_attribute("aria-label", re.compile(r"latest p50 1\.2 ms, p99 4\.8 ms"))
     expect(page.locator("#charts figure", has_text="Request rate").locator("circle")).to_have_count(3)
     assert "window=1h" in asked[0]
+    expect(page.locator("#rollout-state")).to_have_text(re.compile(
+        r"^Canary: version id 99 gets 50% of requests \(step 2 of 2: 10 → 50 %\)"))
     traffic_shot(page, "charts-contract")
     page.get_by_label("Window").select_option("6h")
     answer["points"] = []

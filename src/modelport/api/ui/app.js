@@ -683,12 +683,21 @@ async function deploymentPage(mine, deploymentId) {
   windowSelect.addEventListener("change", () => loadMetrics().catch(() => {}));
 
   // --- the rollout / shadow place
-  // ROLLOUTS: the rollouts issue fills this section (canary weights, shadow traffic, decisions)
-  // from the deployment's rollout state; renderRollout(deployment) is the one place to change.
+  // ROLLOUTS: the rollouts issue owns this section: starting a canary, promote/abort
+  // (POST /deployments/{id}/rollout/promote|abort), shadow traffic. For now it reads out the
+  // record's `rollout` (domain/rollouts.py Rollout); renderRollout(deployment) is the one place to change.
+  const rolloutState = h("p", { id: "rollout-state" }, "No rollout in progress.");
   const rolloutSlot = h("section", { class: "panel rollout-slot", id: "rollout", "aria-labelledby": "rollout-h" },
-    h("h2", { id: "rollout-h" }, "Rollout and shadow"), h("p", { class: "muted", id: "rollout-state" }, "No rollout in progress."));
+    h("h2", { id: "rollout-h" }, "Rollout and shadow"), rolloutState);
   const renderRollout = (d) => {
-    if (d.rollout) document.getElementById("rollout-state").textContent = JSON.stringify(d.rollout);
+    const r = d.rollout;
+    if (!r) { rolloutState.textContent = "No rollout in progress."; return; }
+    const steps = (r.steps || []).join(" → ");
+    const text = r.state === "progressing"
+      ? `Canary: version id ${r.candidate_version_id} gets ${r.weight}% of requests (step ${r.step + 1} of ` +
+        `${(r.steps || []).length}: ${steps} %), version id ${r.stable_version_id} the rest.`
+      : `Last rollout of version id ${r.candidate_version_id}: ${r.state.replace("_", " ")}.`;
+    rolloutState.textContent = text + (r.reason ? ` ${r.reason}` : "");
   };
 
   let lastStatus = null;
