@@ -77,3 +77,33 @@ def test_the_bucket_lets_the_dashboard_post_uploads() -> None:
         store.ensure_bucket()
         rules = store.client.get_bucket_cors(Bucket="models")["CORSRules"]
     assert [{k: v for k, v in r.items() if k != "ID"} for r in rules] == BROWSER_UPLOAD_CORS["CORSRules"]
+
+
+def test_the_lambda_handler_serves_the_files_through_api_gateway(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GET /ui, /ui/ and a module as API Gateway (HTTP API, payload 2.0) hands them to the API function."""
+    import json
+
+    from modelport.local.streams import LocalLambdaContext
+    from tests.support.functions import load_function
+
+    monkeypatch.setenv("TABLE_NAME", "ui-lambda")
+    monkeypatch.setenv("MINIO_BUCKET_NAME", "models")
+    monkeypatch.delenv("DYNAMODB_ENDPOINT", raising=False)
+    monkeypatch.delenv("MINIO_ENDPOINT", raising=False)
+    sample = json.loads((UI.parents[3] / "events" / "api-healthz.json").read_text())
+
+    def get(path: str, route: str) -> dict:
+        event = json.loads(json.dumps(sample))
+        event["rawPath"] = event["requestContext"]["http"]["path"] = path
+        event["routeKey"] = event["requestContext"]["routeKey"] = route
+        event["headers"]["accept"] = "*/*"
+        return dict(module.handler(event, LocalLambdaContext("api", 30)))
+
+    with mock_aws():
+        module = load_function("api")
+        redirect = get("/ui", "GET /ui")
+        assert redirect["statusCode"] == 307 and redirect["headers"]["location"] == "ui/"
+        index = get("/ui/", "GET /ui/{proxy+}")
+        assert index["statusCode"] == 200 and "<title>modelport</title>" in index["body"]
+        script = get("/ui/app.js", "GET /ui/{proxy+}")
+        assert script["statusCode"] == 200 and not script["isBase64Encoded"] and "import " in script["body"]
