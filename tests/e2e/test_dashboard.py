@@ -252,6 +252,11 @@ def test_the_dashboard_drives_a_model_from_upload_to_delete(
     nav(page, "Models").click()
     expect(page.get_by_role("link", name=name)).to_be_visible()
     shot(page, "models")
+    # an error is the API's own message
+    page.get_by_label("Name").fill(name)
+    page.get_by_role("button", name="Create model").click()
+    expect(page.get_by_role("alert").filter(has_text="already")).to_have_text(
+        f"you already have a model named '{name}'")
 
     # a second user sees none of it: empty lists, and the first user's ids look missing
     other = browser.new_context()
