@@ -107,3 +107,24 @@ def test_the_lambda_handler_serves_the_files_through_api_gateway(monkeypatch: py
         assert index["statusCode"] == 200 and "<title>modelport</title>" in index["body"]
         script = get("/ui/app.js", "GET /ui/{proxy+}")
         assert script["statusCode"] == 200 and not script["isBase64Encoded"] and "import " in script["body"]
+
+
+def test_a_store_without_bucket_cors_still_gets_its_bucket() -> None:
+    """MinIO answers PutBucketCors with NotImplemented (it allows every origin itself)."""
+    from unittest.mock import MagicMock
+
+    from botocore.exceptions import ClientError
+
+    from modelport.artifacts.storage import ObjectStore
+
+    client = MagicMock()
+    client.exceptions.ClientError = ClientError
+    client.put_bucket_cors.side_effect = ClientError(
+        {"Error": {"Code": "NotImplemented", "Message": "A header you provided implies functionality that is not "
+                   "implemented"}}, "PutBucketCors")
+    ObjectStore(Settings(table_name="ui-unit", minio_bucket_name="models"), client).ensure_bucket()
+    client.put_bucket_versioning.assert_called_once()
+    denied = {"Error": {"Code": "AccessDenied", "Message": "no"}}
+    client.put_bucket_cors.side_effect = ClientError(denied, "PutBucketCors")  # type: ignore[arg-type]
+    with pytest.raises(ClientError):
+        ObjectStore(Settings(table_name="ui-unit", minio_bucket_name="models"), client).ensure_bucket()
