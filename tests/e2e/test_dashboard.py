@@ -283,6 +283,11 @@ def test_the_dashboard_drives_a_model_from_upload_to_delete(
     sign_in(small, platform, platform.key)
     small.goto(f"{platform.api}/ui/#/deployments/{deployment_id}")
     expect(small.locator("#deployment-status")).to_contain_text("READY")
+    expect(small.get_by_label("Version", exact=True).locator("option")).to_have_count(2)  # the READY ones
+    expect(small.locator("#model-facts")).to_contain_text("enter its token")  # protected: metadata needs it
+    small.get_by_label("Token (only if the URL is protected)").fill(token)
+    small.get_by_label("Token (only if the URL is protected)").press("Tab")
+    expect(small.locator("#model-facts")).to_contain_text("4 features per row")
     assert small.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), "no sideways scroll"
     shot(small, "deployment-phone")
     phone.close()

@@ -607,11 +607,16 @@ async function deploymentPage(mine, deploymentId) {
   rowsInput.value = JSON.stringify(sampleRows(null));
   let rowsTouched = false;
   rowsInput.addEventListener("input", () => { rowsTouched = true; });
+  tryToken.addEventListener("change", () => { loadMetadata(); });
   const authHeaders = () => (tryToken.value.trim() ? { Authorization: `Bearer ${tryToken.value.trim()}` } : {});
   const loadMetadata = async () => {
     if (metadata || deployment.status !== "READY") return;
     try {
       const response = await fetch(`${deployment.url}/v2/models/model`, { headers: authHeaders(), cache: "no-store" });
+      if (response.status === 401) {
+        modelFacts.textContent = "The URL is protected: enter its token below to read the model's metadata.";
+        return;
+      }
       if (!response.ok) return;
       metadata = await response.json();
     } catch { return; }
@@ -733,8 +738,8 @@ async function deploymentPage(mine, deploymentId) {
       h("div", { class: "inline" }, windowField), chartsSummary, charts));
   show(deployment);
   renderCurls();
+  fillVersions().catch((err) => showError(manageError, err));
   try { showToken(await api("GET", `/deployments/${deploymentId}/token`)); } catch { /* shown when it answers */ }
-  fillVersions().catch(() => {});
 
   poll(async () => {
     if (gone) return;
