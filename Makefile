@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export MODELPORT_TOOLS_DIR ?= $(CURDIR)/.tools
 
-.PHONY: env tools engine engine-stop image sam-local test test-unit lint up clean
+.PHONY: env tools browser engine engine-stop image sam-local test test-unit lint up clean
 
 env: $(VENV)/.installed
 
@@ -17,9 +17,13 @@ $(VENV)/.installed: pyproject.toml
 tools: env
 	$(VENV)/bin/modelport tools
 
-# Everything the tests need: the venv, DynamoDB Local, helm and kubectl, the Docker Engine and the
-# model-server image (the container tests run model servers as real containers).
-test: env tools image
+# Debian's chromium for the dashboard's browser tests (apt-get as root where missing).
+browser:
+	infra/browser.sh
+
+# Everything the tests need: the venv, DynamoDB Local, helm and kubectl, Debian's chromium, the
+# Docker Engine and the model-server image (the container tests run model servers as real containers).
+test: env tools browser image
 	$(PY) -m pytest
 
 test-unit: env

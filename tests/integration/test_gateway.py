@@ -121,3 +121,22 @@ def test_bodies_stream_both_ways(gateway: str, upstreams: list[UvicornThread], r
     with httpx.stream("GET", f"{gateway}/api/v1/predict/6/big") as response:
         assert response.status_code == 200
         assert sum(len(c) for c in response.iter_raw()) == 64 * 65536
+
+
+def test_cors_lets_a_page_on_another_origin_predict(gateway: str, upstreams: list[UvicornThread], routes: dict) -> None:
+    """The dashboard (on the API's origin) predicts through the gateway: a preflight is answered
+    here, and answers, proxied or the gateway's own, carry Access-Control-Allow-Origin."""
+    routes[7] = [upstreams[0].url]
+    origin = {"Origin": "http://localhost:8000"}
+    preflight = httpx.options(f"{gateway}/api/v1/predict/7/predict", headers={
+        **origin, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    })
+    assert preflight.status_code == 204
+    assert preflight.headers["access-control-allow-origin"] == "*"
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    assert {"authorization", "content-type"} <= set(preflight.headers["access-control-allow-headers"].split(", "))
+    answer = httpx.post(f"{gateway}/api/v1/predict/7/predict", json={"a": 1}, headers=origin)
+    assert answer.status_code == 201 and answer.headers["access-control-allow-origin"] == "*"
+    missing = httpx.post(f"{gateway}/api/v1/predict/999/predict", json={}, headers=origin)
+    assert missing.status_code == 404 and missing.headers["access-control-allow-origin"] == "*"

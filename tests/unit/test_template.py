@@ -307,7 +307,7 @@ def test_reconcile_is_scheduled(app: TemplateConfig) -> None:
 def test_api_routes_and_authorizer(app: TemplateConfig, raw: dict[str, Any]) -> None:
     routes = {(e.method, e.path): e.authorizer for e in app.function("api").events}
     assert routes[("ANY", "/")] is None and routes[("ANY", "/{proxy+}")] is None  # the default: JWT
-    for public in ("/healthz", "/docs", "/api/v1/openapi.json"):
+    for public in ("/healthz", "/docs", "/api/v1/openapi.json", "/ui", "/ui/{proxy+}"):  # the dashboard's files
         assert routes[("GET", public)] == "NONE"
     auth = raw["Resources"]["HttpApi"]["Properties"]["Auth"]
     assert auth["DefaultAuthorizer"] == "JwtAuthorizer"
@@ -316,6 +316,17 @@ def test_api_routes_and_authorizer(app: TemplateConfig, raw: dict[str, Any]) -> 
 
 
 # --- bucket, queues, IAM, alarms, outputs ---------------------------------------------------------
+
+def test_bucket_cors_is_the_local_one(raw: dict[str, Any]) -> None:
+    """The dashboard's browser uploads need the same CORS rule in AWS as the local stand-ins get."""
+    from modelport.artifacts.storage import BROWSER_UPLOAD_CORS
+
+    (rule,) = raw["Resources"]["ModelsBucket"]["Properties"]["CorsConfiguration"]["CorsRules"]
+    (local,) = BROWSER_UPLOAD_CORS["CORSRules"]
+    assert rule == {"AllowedMethods": local["AllowedMethods"], "AllowedOrigins": local["AllowedOrigins"],
+                    "AllowedHeaders": local["AllowedHeaders"], "ExposedHeaders": local["ExposeHeaders"],
+                    "MaxAge": local["MaxAgeSeconds"]}
+
 
 def test_bucket_notifies_the_uploads_queue(raw: dict[str, Any]) -> None:
     bucket = raw["Resources"]["ModelsBucket"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, FastAPI
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
 
 from modelport import __version__
 from modelport.api import errors
@@ -15,6 +17,8 @@ from modelport.settings import Settings
 from modelport.store.repository import Store
 
 API_PREFIX = "/api/v1"
+#: the dashboard: static files shipped in the package (``modelport/api/ui``), no build step
+UI_PATH = "/ui"
 
 
 def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
@@ -42,6 +46,14 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     api.include_router(versions.router, dependencies=[Depends(versions.refuse_oversized_upload)])
     api.include_router(deployments.router)
     app.include_router(api)
+
+    @app.get(UI_PATH, include_in_schema=False)
+    def ui_root() -> RedirectResponse:
+        # relative, so it also works under an API Gateway stage path
+        return RedirectResponse(UI_PATH.lstrip("/") + "/", status_code=307)
+
+    # Static files only, no auth: every figure the dashboard shows comes from /api/v1 with the bearer key.
+    app.mount(UI_PATH, StaticFiles(packages=[("modelport.api", "ui")], html=True), name="ui")
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

@@ -10,6 +10,13 @@ from botocore.config import Config
 from modelport.settings import Settings
 
 CHUNK = 1024 * 1024
+#: what lets the dashboard (a page on the API's origin) POST a presigned upload with progress
+#: events and read the answer; the presigned policy, not the origin, is what authorizes an upload.
+#: template.yaml gives the AWS bucket the same rule.
+BROWSER_UPLOAD_CORS = {"CORSRules": [{
+    "AllowedMethods": ["POST"], "AllowedOrigins": ["*"], "AllowedHeaders": ["*"], "ExposeHeaders": ["ETag"],
+    "MaxAgeSeconds": 3000,
+}]}
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 _SUPERSEDED = {"412", "PreconditionFailed"}
 
@@ -73,6 +80,12 @@ class ObjectStore:
         except self.client.exceptions.ClientError:
             self.client.create_bucket(Bucket=self.bucket)
         self.client.put_bucket_versioning(Bucket=self.bucket, VersioningConfiguration={"Status": "Enabled"})
+        try:
+            self.client.put_bucket_cors(Bucket=self.bucket, CORSConfiguration=BROWSER_UPLOAD_CORS)
+        except self.client.exceptions.ClientError as exc:
+            # MinIO has no bucket CORS (it answers every origin itself); anything else is an error
+            if _error_code(exc) not in {"NotImplemented", "501"}:
+                raise
 
     def put(self, key: str, stream: IO[bytes], metadata: dict[str, str] | None = None) -> tuple[str | None, str | None]:
         """Upload a stream (multipart for large ones); returns its (ETag, object version)."""

@@ -10,7 +10,10 @@ serve under ``ROOT_PATH = {base_path}/{id}``, as the pods do behind the Ingress)
   message (every ordinary JSON prediction) is retried on the next replica if the connection to a
   replica fails, so a replica that has just died or is being replaced is not seen by the client;
 - unknown id: 404 ``{"code": "deployment_not_found", ...}``; known but no replica ready: 503
-  ``{"code": "no_ready_replica", ...}`` with ``Retry-After``; all replicas unreachable: 502.
+  ``{"code": "no_ready_replica", ...}`` with ``Retry-After``; all replicas unreachable: 502;
+- CORS for any origin (prediction URLs are public, and a token travels as a bearer header, never a
+  cookie), so the dashboard on the API's origin can "try it": a preflight is answered here, and
+  every answer carries ``Access-Control-Allow-Origin: *``.
 
 It is a plain ASGI app with a pooled ``httpx.AsyncClient`` under uvicorn with uvloop and httptools.
 ``UvicornThread`` runs any ASGI app in a thread with its own event loop (the platform runs the API
@@ -42,6 +45,10 @@ HOP_BY_HOP = frozenset({
     b"transfer-encoding", b"upgrade", b"host",
 })
 _JSON = [(b"content-type", b"application/json")]
+_CORS = [(b"access-control-allow-origin", b"*")]
+_PREFLIGHT = [*_CORS, (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
+              (b"access-control-allow-headers", b"authorization, content-type"), (b"access-control-max-age", b"600"),
+              (b"content-length", b"0")]
 
 
 class Gateway:
@@ -65,7 +72,18 @@ class Gateway:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
         elif scope["type"] == "http":
-            await self._http(scope, receive, send)
+            if scope["method"] == "OPTIONS" and any(k == b"access-control-request-method" for k, _ in scope["headers"]):
+                await send({"type": "http.response.start", "status": 204, "headers": _PREFLIGHT})
+                await send({"type": "http.response.body", "body": b""})
+                return
+
+            async def send_cors(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != _CORS[0][0]]
+                    message = {**message, "headers": [*headers, *_CORS]}
+                await send(message)
+
+            await self._http(scope, receive, send_cors)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
