@@ -470,6 +470,11 @@ def test_a_deployment_token_guards_every_route_but_the_probes(models: dict[str, 
             assert client.get("/v2/models/iris").status_code == 401  # metadata too
             for probe in ("/healthz", "/readyz", "/v2/health/ready", f"{PREFIX}/readyz"):
                 assert client.get(probe).status_code == 200
+            # the pod's own /metrics (what Prometheus and the deployer's sampler read) needs no token;
+            # under the root path, where the ingress routes callers, it does
+            scraped = client.get("/metrics")
+            assert scraped.status_code == 200 and "modelport_requests_total" in scraped.text
+            assert client.get(f"{PREFIX}/metrics").status_code == 401
             allowed = client.post(f"{PREFIX}/predict", json=rows, headers={"Authorization": f"Bearer {token}"})
             assert allowed.status_code == 200
             assert allowed.json()["predictions"] == models["iris"].predict(np.array(rows["instances"])).tolist()

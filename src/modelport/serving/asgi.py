@@ -91,11 +91,16 @@ class App:
             return
         path: str = scope["path"]
         root = self._root
+        # /metrics at the bare path (not under the root path) answers without the token: only what
+        # reaches the pod itself gets there (Prometheus, the API server's pod proxy the deployer's
+        # sampler uses, the local driver); the ingress and the local gateway route only under the root path
+        direct_metrics = bool(root) and path == "/metrics"
         if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
             path = path[len(root):] or "/"
         if len(path) > 1 and path.endswith("/"):
             path = path.rstrip("/")
-        if self._token_sha256 is not None and path not in self._open_paths and not self._authorized(scope):
+        if self._token_sha256 is not None and path not in self._open_paths and not direct_metrics \
+                and not self._authorized(scope):
             await self._json(send, 401, {"code": "unauthorized", "error": "unauthorized",
                                          "message": "this deployment needs 'Authorization: Bearer <token>' "
                                                     "(modelport deployments token ID)"}, "other")
