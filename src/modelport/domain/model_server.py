@@ -73,6 +73,17 @@ class ServerConfig(BaseModel):
     microbatch_enabled: bool = Field(default=True, alias="MICROBATCH_ENABLED")
     microbatch_max_batch: int = Field(default=64, ge=1, alias="MICROBATCH_MAX_BATCH")
     microbatch_max_wait_ms: float = Field(default=2.0, ge=0, alias="MICROBATCH_MAX_WAIT_MS")
+    # shadow traffic: copies of a share of the answered predictions go to a candidate server
+    # (serving/mirror.py), which callers never wait for; its answers are compared with the live ones
+    mirror_url: str | None = Field(default=None, alias="MIRROR_URL",
+                                   description="set: the candidate's base URL, e.g. http://release-shadow:80")
+    mirror_percent: int = Field(default=100, ge=1, le=100, alias="MIRROR_PERCENT",
+                                description="the share of answered prediction requests copied")
+    mirror_tolerance: float = Field(default=1e-6, ge=0, alias="MIRROR_TOLERANCE",
+                                    description="a regressor's answers agree within this (relative, at least absolute)")
+    mirror_queue_size: int = Field(default=1024, ge=1, alias="MIRROR_QUEUE_SIZE",
+                                   description="copies waiting to be sent; one more is dropped and counted")
+    mirror_timeout_seconds: float = Field(default=2.0, gt=0, alias="MIRROR_TIMEOUT_SECONDS")
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
     # the object store, as the server reaches it (the seed's names)
     s3_endpoint: str | None = Field(default=None, alias="MINIO_ENDPOINT", description="unset: AWS S3")
