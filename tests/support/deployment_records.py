@@ -8,7 +8,8 @@ or a removed record no longer holds its version. The Store's own conditions and 
 tested on moto in ``tests/unit/test_store_rules.py``; this fake is only for the deployer.
 
 Test-side helpers (``add_version``, ``add_deployment``, ``change``, ``request_delete``,
-``set_token``; ``write_rollout`` too, for a canary a test starts) play what a user's API calls would do.
+``set_token``; ``write_rollout`` and ``write_shadow`` too, for a canary or shadow a test starts) play
+what a user's API calls would do.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from modelport.domain.entities import Artifact, Deployment, DeploymentStatus, Version, VersionStatus, release_name
-from modelport.domain.rollouts import Rollout
+from modelport.domain.rollouts import Rollout, Shadow
 
 OWNER = "alice"
 
@@ -143,6 +144,12 @@ class InMemoryDeploymentRecords:
         if version_id is not None:
             changes["version_id"] = version_id
         return self._new_desired_state(current.id, **changes)
+
+    def write_shadow(self, current: Deployment, shadow: Shadow, *, rollout: Rollout | None = None
+                     ) -> Deployment | None:
+        if self._current(current.id, current.generation) is None:
+            return None
+        return self._new_desired_state(current.id, shadow=shadow, rollout=rollout or current.rollout)
 
     def request_reinstall(self, deployment_id: int, *, generation: int) -> bool:
         current = self._current(deployment_id, generation)

@@ -332,3 +332,67 @@ def test_deleting_a_deployment_removes_its_canary_too(store, driver, reconciler)
     store.request_delete(deployment.id)
     assert reconciler.reconcile(deployment.id).action == Action.DELETED
     assert not driver.releases
+
+
+# --- shadows ---------------------------------------------------------------------------------------
+
+def start_shadow(store: InMemoryDeploymentRecords, deployment_id: int, candidate_key: str, percent: int = 100):
+    from modelport.domain.rollouts import Shadow
+
+    current = store.find_deployment(deployment_id)
+    shadow = Shadow(version_id=store.add_version(candidate_key).id, percent=percent, started_at=datetime.now(UTC))
+    return store.write_shadow(current, shadow)
+
+
+def test_a_shadow_is_its_own_unrouted_release_the_live_one_copies_to_and_stopping_it_removes_it(
+    store, driver, reconciler,
+):
+    deployment = deploy(store, replicas=4)
+    reconciler.reconcile(deployment.id)
+    start_shadow(store, deployment.id, "candidate", percent=50)
+    assert reconciler.reconcile(deployment.id).action == Action.DEPLOYED
+    live_name = deployment.k8s_service_name
+    shadow = driver.current("user-alice", live_name + "-shadow")
+    assert shadow is not None and shadow.model_key == "candidate/model.joblib"
+    assert not shadow.ingress_enabled and shadow.predict_token_sha256 is None and shadow.mirrored_by == live_name
+    assert shadow.replicas == 2  # half of the live replicas' load
+    live = driver.current("user-alice", live_name)
+    assert live.mirror_release == live_name + "-shadow" and live.mirror_percent == 50
+    assert live.model_key == "v/model.joblib"  # callers' version untouched
+    assert "copy of 50% of requests" in store.find_deployment(deployment.id).status_message
+    assert [o.action for o in reconciler.sweep()] == []  # a running shadow is no orphan
+
+    current = store.find_deployment(deployment.id)
+    stopped = current.shadow.model_copy(update={"state": "stopped", "reason": "stopped by the owner"})
+    store.write_shadow(current, stopped)
+    reconciler.reconcile(deployment.id)
+    assert driver.current("user-alice", live_name + "-shadow") is None
+    assert driver.current("user-alice", live_name).mirror_release is None
+    assert "stopped (stopped by the owner)" in store.find_deployment(deployment.id).status_message
+
+
+def test_a_shadow_that_cannot_start_is_stopped_with_the_reason_and_the_live_release_never_copies(
+    store, driver, reconciler,
+):
+    deployment = deploy(store)
+    reconciler.reconcile(deployment.id)
+    driver.failing_keys.add("broken/model.joblib")
+    start_shadow(store, deployment.id, "broken")
+    assert reconciler.reconcile(deployment.id).action == Action.ROLLED_BACK
+    after = store.find_deployment(deployment.id)
+    assert after.shadow.state == "stopped" and "the shadow did not start" in after.shadow.reason
+    assert driver.current("user-alice", deployment.k8s_service_name + "-shadow") is None
+    reconciler.reconcile(deployment.id)  # its own record converges it
+    live = driver.current("user-alice", deployment.k8s_service_name)
+    assert live.mirror_release is None and store.find_deployment(deployment.id).status == DeploymentStatus.READY
+
+
+def test_deleting_a_deployment_removes_its_shadow_too(store, driver, reconciler):
+    deployment = deploy(store)
+    reconciler.reconcile(deployment.id)
+    start_shadow(store, deployment.id, "candidate")
+    reconciler.reconcile(deployment.id)
+    assert len(driver.releases) == 2
+    store.request_delete(deployment.id)
+    assert reconciler.reconcile(deployment.id).action == Action.DELETED
+    assert not driver.releases

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from modelport.domain.entities import AutoDeploy, DeploymentStatus, VersionStatus
 from modelport.domain.pickle_policy import parse_trusted_globals
-from modelport.domain.rollouts import CanaryRequest, Rollout
+from modelport.domain.rollouts import CanaryRequest, Rollout, Shadow, ShadowRequest
 
 T = TypeVar("T")
 
@@ -78,6 +78,12 @@ class RolloutIn(CanaryRequest):
     model_config = ConfigDict(extra="forbid")
 
 
+class ShadowIn(ShadowRequest):
+    """``PUT /deployments/{id}/shadow``: run ``version_id`` beside the live version on copies."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class DeploymentUpdate(Strict):
     replicas: int | None = None
     version_id: int | None = Field(default=None, ge=1)
@@ -104,6 +110,9 @@ class DeploymentOut(BaseModel):
     status_message: str | None
     rollout: Rollout | None = Field(
         default=None, description="the canary in progress, or how the last one ended (state, reason, figures)"
+    )
+    shadow: Shadow | None = Field(
+        default=None, description="the shadow running (GET .../shadow has its figures), or how the last one ended"
     )
 
 

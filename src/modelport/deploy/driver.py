@@ -74,6 +74,12 @@ class DeploySpec(BaseModel):
         default=None, ge=0, le=100,
         description="set: this release is a canary beside the deployment's stable one, given this share of requests",
     )
+    mirror_release: str | None = Field(
+        default=None, description="set: copy answered requests to this release's servers (a shadow, same namespace)"
+    )
+    mirror_percent: int = Field(default=100, ge=1, le=100)
+    mirror_tolerance: float = Field(default=1e-6, ge=0)
+    mirrored_by: str | None = Field(default=None, description="set: this release is the shadow of that one")
     image: str = Field(description="the model server image reference, repository:tag or repository@sha256:...")
 
     ingress_enabled: bool = True

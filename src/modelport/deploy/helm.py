@@ -213,6 +213,11 @@ def chart_values(spec: DeploySpec) -> dict[str, Any]:
     }
     if spec.predict_token_sha256:
         values["auth"] = {"tokenSha256": spec.predict_token_sha256}
+    if spec.mirror_release:
+        values["mirror"] = {"release": spec.mirror_release, "percent": spec.mirror_percent,
+                            "tolerance": spec.mirror_tolerance}
+    if spec.mirrored_by:
+        values["mirroredBy"] = spec.mirrored_by
     return values
 
 

@@ -33,7 +33,7 @@ from modelport.domain.entities import (
     VersionStatus,
 )
 from modelport.domain.paths import parse_s3_path
-from modelport.domain.rollouts import Rollout, RolloutState, canary_release
+from modelport.domain.rollouts import Rollout, RolloutState, Shadow, ShadowState, canary_release, shadow_release
 from modelport.settings import Settings
 
 logger = Logger(service="modelport")
@@ -88,6 +88,9 @@ class DeploymentRecords(Protocol):
 
     def write_rollout(self, current: Deployment, rollout: Rollout, *, version_id: int | None = None
                       ) -> Deployment | None: ...
+
+    def write_shadow(self, current: Deployment, shadow: Shadow, *, rollout: Rollout | None = None
+                     ) -> Deployment | None: ...
 
 
 class NotEnoughTime(Exception):
@@ -185,15 +188,24 @@ class Reconciler:
         if self.store.set_deployment_status(deployment.id, working, message, generation=generation) is None:
             return Outcome(deployment.id, Action.SUPERSEDED)
         spec = build_spec(deployment, version, self.settings)
+        shadow = deployment.shadow
+        if shadow is not None and shadow.running:
+            shadow_ended = self._start_shadow(deployment, shadow)
+            if shadow_ended is not None:
+                return shadow_ended
+            spec = spec.model_copy(update={"mirror_release": shadow_release(spec.release),
+                                           "mirror_percent": shadow.percent, "mirror_tolerance": shadow.tolerance})
         try:
             self._with_retries(f"deploy {spec.release}", lambda: self.driver.deploy(spec))
         except ClusterError as exc:
             return self._failed(deployment, generation, first_install, _describe(exc))
+        if shadow is not None and not shadow.running:  # the live servers copy no more: the shadow can go
+            self._remove_trial(spec.namespace, shadow_release(spec.release))
         canary_ended = self._converge_canary(deployment, spec)
         if canary_ended is not None:
             return canary_ended
         written = self.store.set_deployment_status(
-            deployment.id, DeploymentStatus.READY, rollout_message(deployment.rollout), generation=generation,
+            deployment.id, DeploymentStatus.READY, trial_message(deployment), generation=generation,
             observed_generation=generation, deployed=(deployment.version_id, deployment.replicas),
         )
         if written is None:
@@ -208,7 +220,7 @@ class Reconciler:
         if rollout is None:
             return None  # never had a canary
         if not rollout.progressing:
-            self._remove_canary(stable.namespace, name)
+            self._remove_trial(stable.namespace, name)
             return None
         candidate = self.store.find_version(rollout.candidate_version_id)
         problem = None
@@ -225,17 +237,43 @@ class Reconciler:
                 problem = f"the candidate did not start: {_describe(exc)}"
         if problem is None:
             return None
-        self._remove_canary(stable.namespace, name)
+        self._remove_trial(stable.namespace, name)
         ended = rollout.model_copy(update={"state": RolloutState.ROLLED_BACK, "reason": problem})
         if self.store.write_rollout(deployment, ended) is None:
             return Outcome(deployment.id, Action.SUPERSEDED, problem)
         return Outcome(deployment.id, Action.ROLLED_BACK, problem)  # its own stream record converges it
 
-    def _remove_canary(self, namespace: str, name: str) -> None:
+    def _start_shadow(self, deployment: Deployment, shadow: Shadow) -> Outcome | None:
+        """The shadow's release (no ingress, a share of the live replicas) ready before the live
+        servers copy to it. One that cannot start ends the shadow (stopped, with the reason)."""
+        name = shadow_release(deployment.k8s_service_name)
+        candidate = self.store.find_version(shadow.version_id)
+        if candidate is None or candidate.status != VersionStatus.READY or not candidate.s3_path:
+            problem = f"version {shadow.version_id} is no longer READY with an uploaded artifact"
+        else:
+            spec = build_spec(deployment, candidate, self.settings).model_copy(update={
+                "release": name, "ingress_enabled": False, "predict_token_sha256": None,
+                "mirrored_by": deployment.k8s_service_name,
+                "replicas": max(1, -(-deployment.replicas * shadow.percent // 100)),
+            })
+            try:
+                self._with_retries(f"deploy {name}", lambda: self.driver.deploy(spec))
+                return None
+            except ClusterError as exc:
+                problem = f"the shadow did not start: {_describe(exc)}"
+        self._remove_trial(deployment.namespace, name)
+        ended = shadow.model_copy(update={"state": ShadowState.STOPPED, "reason": problem,
+                                          "stopped_at": datetime.now(UTC)})
+        if self.store.write_shadow(deployment, ended) is None:
+            return Outcome(deployment.id, Action.SUPERSEDED, problem)
+        return Outcome(deployment.id, Action.ROLLED_BACK, problem)  # its own stream record converges it
+
+    def _remove_trial(self, namespace: str, name: str) -> None:
+        """A canary's or shadow's release gone (idempotent); if the cluster refuses, the sweep's job."""
         try:
             self._with_retries(f"remove {name}", lambda: self.driver.remove(namespace, name))
         except ClusterError as exc:
-            logger.warning("canary release not removed; the sweep will", extra={"release": name, "error": exc.message})
+            logger.warning("release not removed; the sweep will", extra={"release": name, "error": exc.message})
 
     def _failed(self, deployment: Deployment, generation: int, first_install: bool, reason: str) -> Outcome:
         ns, release = deployment.namespace, deployment.k8s_service_name
@@ -276,7 +314,9 @@ class Reconciler:
     def _delete(self, deployment: Deployment) -> Outcome:
         ns, release = deployment.namespace, deployment.k8s_service_name
         if deployment.rollout is not None:  # a canary's release, if one is left (else the sweep's)
-            self._remove_canary(ns, canary_release(release))
+            self._remove_trial(ns, canary_release(release))
+        if deployment.shadow is not None:  # and a shadow's
+            self._remove_trial(ns, shadow_release(release))
         try:
             self._with_retries(f"uninstall {release}", lambda: self.driver.remove(ns, release))
         except ClusterError as exc:
@@ -355,6 +395,22 @@ class Reconciler:
 
 
 DEGRADED = "degraded: "
+
+
+def trial_message(deployment: Deployment) -> str | None:
+    """The status message of a converged deployment with a canary or a shadow (None: neither)."""
+    parts = [m for m in (rollout_message(deployment.rollout), shadow_message(deployment.shadow)) if m]
+    return "; ".join(parts) or None
+
+
+def shadow_message(shadow: Shadow | None) -> str | None:
+    if shadow is None:
+        return None
+    if shadow.running:
+        return f"shadow: version id {shadow.version_id} gets a copy of {shadow.percent}% of requests"
+    if shadow.state == ShadowState.PROMOTED:
+        return None  # the canary's message says what happens now
+    return f"shadow of version id {shadow.version_id} stopped ({shadow.reason})"
 
 
 def rollout_message(rollout: Rollout | None) -> str | None:

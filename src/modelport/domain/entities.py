@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
-from modelport.domain.rollouts import Rollout, canary_release
+from modelport.domain.rollouts import Rollout, Shadow, canary_release, shadow_release
 
 
 def utcnow() -> datetime:
@@ -101,6 +101,7 @@ class Deployment(BaseModel):
     follow_latest: bool = False  # auto-deploy moves this deployment to each new READY version
     predict_token_sha256: str | None = None  # set: the prediction URL needs the deployment's token
     rollout: Rollout | None = None  # a canary beside the stable version, or the last one's outcome
+    shadow: Shadow | None = None  # a candidate given copies of requests, or the last one's outcome
     status_changed_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
@@ -108,10 +109,14 @@ class Deployment(BaseModel):
 
     @property
     def release_names(self) -> tuple[str, ...]:
-        """The releases this deployment should have: its own, and its canary's while one progresses."""
+        """The releases this deployment should have: its own, its canary's while one progresses and
+        its shadow's while one runs."""
+        names = [self.k8s_service_name]
         if self.rollout is not None and self.rollout.progressing:
-            return self.k8s_service_name, canary_release(self.k8s_service_name)
-        return (self.k8s_service_name,)
+            names.append(canary_release(self.k8s_service_name))
+        if self.shadow is not None and self.shadow.running:
+            names.append(shadow_release(self.k8s_service_name))
+        return tuple(names)
 
 
 def release_name(deployment_id: int, created_at: datetime) -> str:

@@ -140,3 +140,49 @@ def decide(rollout: Rollout, candidate: Figures, stable: Figures, now: datetime)
 def canary_release(release: str) -> str:
     """The candidate's own release name, beside the stable one's."""
     return release + CANARY_SUFFIX
+
+
+# --- shadow traffic ------------------------------------------------------------------------------
+# A shadow runs a candidate version beside the live one and gets a copy of a share of the answered
+# requests (the live model server sends them, serving/mirror.py); callers only ever get the live
+# answer. Its release is ``{release}-shadow`` with no ingress: nothing routes callers to it. The
+# report (``ShadowReport``) comes from what the live servers counted of the copies and what the
+# candidate's servers measured, both from the metrics samples since the shadow started.
+
+SHADOW_SUFFIX = "-shadow"
+
+
+class ShadowRequest(BaseModel):
+    """``PUT /deployments/{id}/shadow``."""
+
+    version_id: int = Field(ge=1)
+    percent: int = Field(default=100, ge=1, le=100, description="the share of answered requests copied")
+    tolerance: float = Field(default=1e-6, ge=0, le=1e6,
+                             description="a regressor's answers agree within this (relative, at least absolute)")
+
+
+class ShadowState(StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"  # by its owner, by a failed start, or by a version change
+    PROMOTED = "promoted"  # to a canary of the same version
+
+
+class Shadow(ShadowRequest):
+    state: ShadowState = ShadowState.RUNNING
+    started_at: datetime
+    stopped_at: datetime | None = None
+    reason: str | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.state == ShadowState.RUNNING
+
+
+def shadow_release(release: str) -> str:
+    """The shadow's own release name, beside the live one's."""
+    return release + SHADOW_SUFFIX
+
+
+def serves_callers(release: str) -> bool:
+    """Whether a release's requests are callers' (a shadow's are copies: not in the charts)."""
+    return not release.endswith(SHADOW_SUFFIX)

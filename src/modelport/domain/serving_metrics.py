@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, Field
@@ -49,22 +50,52 @@ class Counters(BaseModel):
     rows: float = 0.0
     calls: int = Field(default=0, description="model calls (a batch of merged requests is one call)")
     ready: int = 0
+    # what a live server counted of the copies it sent to a shadow (serving/mirror.py)
+    shadow_compared: int = 0
+    shadow_failed: int = Field(default=0, description="copies the candidate did not answer well (5xx, timeout, down)")
+    shadow_dropped: int = Field(default=0, description="copies not sent: the queue was full")
+    shadow_agreed: int = Field(default=0, description="rows")
+    shadow_disagreed: int = 0
+    shadow_proba_rows: int = 0
+    shadow_proba_abs_diff: float = Field(default=0.0, description="sum over rows of the mean |p_live - p_shadow|")
+    shadow_latency: dict[str, float] = Field(default_factory=dict, description="the calls to the candidate")
 
     def __add__(self, other: Counters) -> Counters:
-        bounds = set(self.latency) | set(other.latency)
-        return Counters(
-            requests=self.requests + other.requests,
-            errors=self.errors + other.errors,
-            latency={b: self.latency.get(b, 0.0) + other.latency.get(b, 0.0) for b in bounds},
-            rows=self.rows + other.rows,
-            calls=self.calls + other.calls,
-            ready=self.ready + other.ready,
-        )
+        return Counters(**{name: _combine(getattr(self, name), getattr(other, name), 1)
+                           for name in Counters.model_fields})
+
+
+_GAUGES = frozenset({"ready"})  # read as they are now, never differenced
+_HISTOGRAMS = ("latency", "shadow_latency")
+
+
+def _combine(a: Any, b: Any, sign: int) -> Any:
+    """a + sign * b, per bucket for histograms (a difference never goes below zero)."""
+    if isinstance(a, dict):
+        return {k: max(0.0, a.get(k, 0.0) + sign * b.get(k, 0.0)) if sign < 0 else a.get(k, 0.0) + b.get(k, 0.0)
+                for k in set(a) | set(b)}
+    value = a + sign * b
+    return max(type(a)(0), value) if sign < 0 else value
+
+
+#: the live server's counters of its shadow copies (serving/metrics.py): sample name -> Counters field
+_SHADOW_COUNTERS = {
+    "modelport_shadow_proba_rows_total": "shadow_proba_rows",
+    "modelport_shadow_proba_abs_diff_total": "shadow_proba_abs_diff",
+}
+#: ... and those split by a label: (sample name, label) -> label value -> Counters field
+_SHADOW_LABELLED = {
+    ("modelport_shadow_copies_total", "outcome"): {"compared": "shadow_compared", "failed": "shadow_failed",
+                                                   "dropped": "shadow_dropped"},
+    ("modelport_shadow_rows_total", "result"): {"agreed": "shadow_agreed", "disagreed": "shadow_disagreed"},
+}
+SHADOW_LATENCY = "modelport_shadow_duration_seconds"
 
 
 def parse(text: str) -> Counters:
     counters = Counters()
     latency: dict[str, float] = {}
+    shadow_latency: dict[str, float] = {}
     try:
         families = list(text_string_to_metric_families(text))
     except (ValueError, IndexError, TypeError) as exc:
@@ -85,7 +116,19 @@ def parse(text: str) -> Counters:
                 counters.calls += int(sample.value)
             elif sample.name == READY:
                 counters.ready = int(sample.value >= 1)
+            elif sample.name == f"{SHADOW_LATENCY}_bucket":
+                bound = _bound(labels.get("le", "+Inf"))
+                shadow_latency[bound] = shadow_latency.get(bound, 0.0) + sample.value
+            elif sample.name in _SHADOW_COUNTERS:
+                name = _SHADOW_COUNTERS[sample.name]
+                setattr(counters, name, getattr(counters, name) + type(getattr(counters, name))(sample.value))
+            else:
+                for (metric, label), fields in _SHADOW_LABELLED.items():
+                    if sample.name == metric and labels.get(label) in fields:
+                        name = fields[labels[label]]
+                        setattr(counters, name, getattr(counters, name) + int(sample.value))
     counters.latency = latency
+    counters.shadow_latency = shadow_latency
     return counters
 
 
@@ -98,21 +141,23 @@ def since(previous: Counters | None, current: Counters) -> Counters:
     """What the process did between the scrape ``previous`` and the scrape ``current``."""
     if previous is None or _restarted(previous, current):
         return current
-    return Counters(
-        requests=current.requests - previous.requests,
-        errors=current.errors - previous.errors,
-        latency={b: max(0.0, v - previous.latency.get(b, 0.0)) for b, v in current.latency.items()},
-        rows=max(0.0, current.rows - previous.rows),
-        calls=current.calls - previous.calls,
-        ready=current.ready,
-    )
+    return Counters(**{name: getattr(current, name) if name in _GAUGES
+                       else _combine(getattr(current, name), getattr(previous, name), -1)
+                       for name in Counters.model_fields})
 
 
 def _restarted(previous: Counters, current: Counters) -> bool:
-    return (
-        current.requests < previous.requests or current.calls < previous.calls
-        or any(current.latency.get(b, 0.0) < v for b, v in previous.latency.items())
-    )
+    """A counter went down: the process restarted (everything it counts now happened since)."""
+    for name in Counters.model_fields:
+        if name in _GAUGES:
+            continue
+        before, now = getattr(previous, name), getattr(current, name)
+        if isinstance(before, dict):
+            if any(now.get(b, 0.0) < v for b, v in before.items()):
+                return True
+        elif now < before:
+            return True
+    return False
 
 
 class Figures(BaseModel):
@@ -138,6 +183,11 @@ class Figures(BaseModel):
 
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000.0, 3)
+
+
+def quantile_ms(q: float, buckets: dict[str, float]) -> float | None:
+    """``quantile`` in milliseconds, as every figure here gives it."""
+    return _ms(quantile(q, buckets))
 
 
 def quantile(q: float, buckets: dict[str, float]) -> float | None:

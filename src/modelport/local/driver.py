@@ -185,7 +185,7 @@ class LocalProcessDriver:
         """Recompute the routing table (call with self._lock held)."""
         routes: dict[int, Split] = {}
         for rel in self._releases.values():
-            if rel.removed:
+            if rel.removed or not rel.routed:
                 continue
             urls = tuple(r.url for r in rel.replicas if r.ready and r.supervised and not r.stopping)
             split = routes.get(rel.deployment_id, Split())
@@ -218,6 +218,7 @@ class LocalProcessDriver:
         previous_phase = rel.phase
         with self._lock:
             rel.canary_weight = spec.canary_weight  # a canary's new share applies at once
+            rel.routed = spec.ingress_enabled
             self._publish()
         rel.phase, rel.message, rel.updated_at = ReleasePhase.PENDING, "deploying", now()
         first = rel.spec is None
@@ -297,10 +298,26 @@ class LocalProcessDriver:
             model_name=spec.model_name, host="127.0.0.1", port=port,
             trusted_globals=",".join(spec.trusted_globals) or None,
             root_path=spec.path, model_cache_dir=str(self.cache_dir), predict_token_sha256=spec.predict_token_sha256,
+            mirror_url=self._mirror_url(spec), mirror_percent=spec.mirror_percent,
+            mirror_tolerance=spec.mirror_tolerance,
             log_level=s.log_level, s3_endpoint=s.minio_endpoint, s3_access_key=s.minio_access_key,
             s3_secret_key=s.minio_secret_key, s3_use_ssl=s.minio_use_ssl, s3_region=s.aws_region,
         )
         return {**config.to_env(), **self.extra_env}
+
+    def _mirror_url(self, spec: DeploySpec) -> str | None:
+        """The shadow's server a live one copies to: in a cluster its Service; here its first
+        replica (the deployer installs the shadow before the live release that copies to it)."""
+        if not spec.mirror_release:
+            return None
+        with self._lock:
+            shadow = self._releases.get((spec.namespace, spec.mirror_release))
+            replicas = [r for r in shadow.replicas if not r.stopping] if shadow and not shadow.removed else []
+        if not replicas:  # (a restore that came to the live release first): serve, copy nothing
+            logger.warning("release %s to copy requests to is not running; %s copies nothing", spec.mirror_release,
+                           spec.release)
+            return None
+        return replicas[0].url
 
     @staticmethod
     def _base_env() -> dict[str, str]:

@@ -87,6 +87,7 @@ class LocalRelease:
     counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     removed: bool = False
     canary_weight: int | None = None  # set: a canary beside the deployment's stable release
+    routed: bool = True  # False: the gateway sends it no callers (a shadow: it gets copies only)
 
     @property
     def revision(self) -> int:
@@ -98,4 +99,5 @@ def artifact_key(spec: DeploySpec) -> tuple[Any, ...]:
     """What makes two specs need different processes (everything but the replica count)."""
     return (spec.model_bucket, spec.model_key, spec.model_sha256, spec.model_version_id, spec.requirements_key,
             spec.requirements_sha256, spec.requirements_version_id, spec.model_name, spec.path,
-            spec.predict_token_sha256, spec.trusted_globals)
+            spec.predict_token_sha256, spec.trusted_globals, spec.mirror_release, spec.mirror_percent,
+            spec.mirror_tolerance)

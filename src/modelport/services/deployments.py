@@ -53,6 +53,12 @@ def ensure_changeable(deployment: Deployment) -> None:
         )
 
 
+def shadow_running(deployment: Deployment) -> str:
+    assert deployment.shadow is not None
+    return (f"deployment {deployment.id} has a shadow of version {deployment.shadow.version_id} running; "
+            "promote it to a canary (POST .../shadow/promote) or stop it (DELETE .../shadow) first")
+
+
 def update_deployment(
     store: Store, settings: Settings, owner: str, deployment_id: int, *,
     replicas: int | None = None, version_id: int | None = None,
@@ -68,6 +74,8 @@ def update_deployment(
             raise Conflict(f"deployment {deployment_id} has a canary of version "
                            f"{current.rollout.candidate_version_id} in progress; promote or abort it first",
                            code="rollout_in_progress")
+        if change_version and current.shadow is not None and current.shadow.running:
+            raise Conflict(shadow_running(current), code="shadow_running")
         change_replicas = replicas is not None and replicas != current.replicas
         if not (change_version or change_replicas):
             return current

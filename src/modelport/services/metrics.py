@@ -5,7 +5,8 @@ Rules:
 - a window is ``{n}m`` or ``{n}h`` between one minute and the retention period
   (``METRICS_RETENTION_SECONDS``, 25 h by default, so ``24h`` always works); anything else is
   ``invalid_window``;
-- no samples yet is an empty series, not an error.
+- no samples yet is an empty series, not an error;
+- a shadow's requests are copies (``GET .../shadow`` reports them), not in the series.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 from pydantic import BaseModel
 
 from modelport.domain.errors import Invalid
+from modelport.domain.rollouts import serves_callers
 from modelport.domain.serving_metrics import MINUTE, Point, per_minute
 from modelport.settings import Settings
 from modelport.store.repository import Store
@@ -48,7 +50,8 @@ def deployment_metrics(store: Store, settings: Settings, owner: str, deployment_
     seconds = parse_window(window, settings)
     store.get_deployment(owner, deployment_id)  # the owner check
     now = time.time() if now is None else now
-    samples = store.metrics_samples(deployment_id, now - seconds)
+    # a shadow's servers answer copies, not callers: its requests are in its report, not here
+    samples = [s for s in store.metrics_samples(deployment_id, now - seconds) if serves_callers(s.release)]
     last = max((s.sampled_at for s in samples), default=None)
     return Series(
         deployment_id=deployment_id, window_seconds=seconds, points=per_minute(samples),

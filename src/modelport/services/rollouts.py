@@ -23,7 +23,7 @@ from modelport.domain.entities import Deployment, DeploymentStatus
 from modelport.domain.errors import BadRequest, Conflict
 from modelport.domain.rollouts import CanaryRequest, Decision, Rollout, RolloutState, Verdict, canary_release, decide
 from modelport.domain.serving_metrics import total
-from modelport.services.deployments import CONCURRENT_WRITE_RETRIES, ensure_changeable
+from modelport.services.deployments import CONCURRENT_WRITE_RETRIES, ensure_changeable, shadow_running
 from modelport.store.repository import Store
 
 logger = Logger(service="modelport")
@@ -40,6 +40,8 @@ def start_canary(store: Store, owner: str, deployment_id: int, version_id: int, 
             raise Conflict(f"deployment {deployment_id} already has a canary of version "
                            f"{current.rollout.candidate_version_id}; promote or abort it first",
                            code="rollout_in_progress")
+        if current.shadow is not None and current.shadow.running:
+            raise Conflict(shadow_running(current), code="shadow_running")
         if current.status != DeploymentStatus.READY or current.observed_generation < current.generation:
             raise Conflict(f"deployment {deployment_id} is {current.status.value}; a canary starts from a READY "
                            "deployment", code="deployment_not_ready")

@@ -20,7 +20,7 @@ from modelport.domain.entities import (
 )
 from modelport.domain.errors import Conflict, NotFound
 from modelport.domain.paths import namespace_for
-from modelport.domain.rollouts import Rollout
+from modelport.domain.rollouts import Rollout, Shadow
 from modelport.store import keys, schema
 from modelport.store.records import (
     DeploymentRecord,
@@ -44,9 +44,11 @@ def _status_actions(status: DeploymentStatus, message: str | None) -> list[Any]:
     ]
 
 
-def _held(version_id: int, rollout: Rollout | None) -> set[int]:
-    """The versions a deployment holds (counts in ``Version.deployments``)."""
-    return {version_id} | ({rollout.candidate_version_id} if rollout and rollout.progressing else set())
+def _held(version_id: int, rollout: Rollout | None, shadow: Shadow | None) -> set[int]:
+    """The versions a deployment holds (counts in ``Version.deployments``): its own, a progressing
+    canary's candidate and a running shadow's."""
+    return ({version_id} | ({rollout.candidate_version_id} if rollout and rollout.progressing else set())
+            | ({shadow.version_id} if shadow and shadow.running else set()))
 
 
 class DeploymentRepository(VersionRepository):
@@ -189,19 +191,30 @@ class DeploymentRepository(VersionRepository):
     def write_rollout(
         self, current: Deployment, rollout: Rollout, *, version_id: int | None = None
     ) -> Deployment | None:
-        """A new rollout state over ``current`` (as read) as a new desired state: a new generation,
-        and the version counts moved in the same transaction (a deployment holds its version and,
-        while a canary progresses, its candidate). None when the record changed since it was read
-        (someone decided first); Conflict ``version_not_ready`` when a version taken stopped being
-        deployable."""
+        """A new rollout state over ``current`` (as read); see ``_write_trial``."""
+        return self._write_trial(current, rollout, current.shadow, version_id)
+
+    def write_shadow(self, current: Deployment, shadow: Shadow, *, rollout: Rollout | None = None
+                     ) -> Deployment | None:
+        """A new shadow state over ``current`` (as read), with a new rollout too when given (a
+        shadow promoted to a canary, in one write); see ``_write_trial``."""
+        return self._write_trial(current, rollout or current.rollout, shadow, None)
+
+    def _write_trial(self, current: Deployment, rollout: Rollout | None, shadow: Shadow | None,
+                     version_id: int | None) -> Deployment | None:
+        """New rollout and shadow states over ``current`` (as read) as a new desired state: a new
+        generation, and the version counts moved in the same transaction (a deployment holds its
+        version, a progressing canary's candidate and a running shadow's). None when the record
+        changed since it was read (someone decided first); Conflict ``version_not_ready`` when a
+        version taken stopped being deployable."""
         record = self._deployment_record(current.owner, current.id)
-        actions: list[Any] = [
-            DeploymentRecord.rollout.set(rollout.model_dump(mode="json")),
-            DeploymentRecord.generation.add(1), DeploymentRecord.updated_at.set(utcnow()),
-        ]
+        actions: list[Any] = [DeploymentRecord.generation.add(1), DeploymentRecord.updated_at.set(utcnow())]
+        for attribute, value in ((DeploymentRecord.rollout, rollout), (DeploymentRecord.shadow, shadow)):
+            actions.append(attribute.set(value.model_dump(mode="json")) if value is not None else attribute.remove())
         if version_id is not None:
             actions.append(DeploymentRecord.version_id.set(version_id))
-        before, after = _held(current.version_id, current.rollout), _held(version_id or current.version_id, rollout)
+        before = _held(current.version_id, current.rollout, current.shadow)
+        after = _held(version_id or current.version_id, rollout, shadow)
         try:
             with self._transact() as tx:
                 tx.update(record, actions=actions, condition=(
@@ -215,7 +228,8 @@ class DeploymentRepository(VersionRepository):
                     self._release_version(tx, given)
         except TransactWriteError as exc:
             if "version" in tx.failed(exc):
-                raise self._not_ready(self.get_version(current.owner, rollout.candidate_version_id)) from exc
+                taken_ids = sorted(after - before) or [current.version_id]
+                raise self._not_ready(self.get_version(current.owner, taken_ids[0])) from exc
             return None
         return self.get_deployment(current.owner, current.id)
 
@@ -336,7 +350,7 @@ class DeploymentRepository(VersionRepository):
         if record.follow_latest:
             tx.delete(self._follower_guard(int(record.model_id), int(record.id)))
         current = self._deployment(record)
-        for held in sorted(_held(current.version_id, current.rollout)):
+        for held in sorted(_held(current.version_id, current.rollout, current.shadow)):
             self._release_version(tx, held)
         tx.update(
             self.records.Model(*keys.model(int(record.model_id))),

@@ -155,6 +155,7 @@ class DeploymentRecord(Record):
     follow_latest = NumberAttribute(default=0)
     predict_token_sha256 = UnicodeAttribute(null=True)
     rollout = JSONAttribute(null=True)  # domain.rollouts.Rollout
+    shadow = JSONAttribute(null=True)  # domain.rollouts.Shadow
     released = NumberAttribute(default=0)  # 1: a FAILED record that gave back its version's count
     status_changed_at = UTCDateTimeAttribute(null=True)
     created_at = UTCDateTimeAttribute()

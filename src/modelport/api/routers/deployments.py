@@ -18,10 +18,13 @@ from modelport.api.schemas import (
     DeploymentUpdate,
     MetricsOut,
     PageOut,
+    RolloutIn,
+    ShadowIn,
     TokenOut,
 )
 from modelport.domain.entities import Deployment
-from modelport.services import deployments, metrics, rollouts
+from modelport.services import deployments, metrics, rollouts, shadows
+from modelport.services.shadows import ShadowReport
 
 router = APIRouter(tags=["deployments"])
 
@@ -78,6 +81,32 @@ def promote_rollout(deployment_id: int, owner: Owner, store: StoreDep) -> Deploy
 def abort_rollout(deployment_id: int, owner: Owner, store: StoreDep) -> DeploymentOut:
     """All requests back to the stable version; the canary's release is removed."""
     return deployment_out(rollouts.abort(store, owner, deployment_id))
+
+
+@router.put("/deployments/{deployment_id}/shadow", response_model=DeploymentOut)
+def start_shadow(deployment_id: int, body: ShadowIn, owner: Owner, store: StoreDep) -> DeploymentOut:
+    """Run ``version_id`` beside the live version on a copy of ``percent`` % of the answered
+    requests; callers get the live answer. The deployer starts it; ``GET`` reports."""
+    return deployment_out(shadows.start_shadow(store, owner, deployment_id, body))
+
+
+@router.get("/deployments/{deployment_id}/shadow", response_model=ShadowReport)
+def shadow_report(deployment_id: int, owner: Owner, store: StoreDep) -> ShadowReport:
+    """Copies mirrored and dropped, agreement, candidate errors and both sides' latency, from the
+    metrics samples since the shadow started."""
+    return shadows.shadow_report(store, owner, deployment_id)
+
+
+@router.delete("/deployments/{deployment_id}/shadow", response_model=DeploymentOut)
+def stop_shadow(deployment_id: int, owner: Owner, store: StoreDep) -> DeploymentOut:
+    return deployment_out(shadows.stop_shadow(store, owner, deployment_id))
+
+
+@router.post("/deployments/{deployment_id}/shadow/promote", response_model=DeploymentOut)
+def promote_shadow(deployment_id: int, owner: Owner, store: StoreDep, body: RolloutIn | None = None
+                   ) -> DeploymentOut:
+    """The shadow's version becomes a canary (the body: its steps and limits, as for PATCH)."""
+    return deployment_out(shadows.promote_shadow(store, owner, deployment_id, body or RolloutIn()))
 
 
 @router.delete("/deployments/{deployment_id}", status_code=202, response_model=DeploymentOut)
