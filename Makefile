@@ -24,7 +24,7 @@ browser:
 # Everything the tests need: the venv, DynamoDB Local, helm and kubectl, Debian's chromium, the
 # Docker Engine and the model-server image (the container tests run model servers as real containers).
 test: env tools browser image
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 test-unit: env
 	$(PY) -m pytest tests/unit

