@@ -11,7 +11,7 @@ import hashlib
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
 from modelport.domain.model_server import READY_PATH, ServerConfig, parse_failure, server_argv
+from modelport.domain.serving_metrics import Counters, parse
 from modelport.local.processes import ServerProcess, free_port, start
 
 pytestmark = pytest.mark.integration
@@ -480,3 +481,124 @@ def test_a_deployment_token_guards_every_route_but_the_probes(models: dict[str, 
             assert allowed.json()["predictions"] == models["iris"].predict(np.array(rows["instances"])).tolist()
     finally:
         proc.stop()
+
+
+# --- shadow traffic: the live server copies answered requests to a candidate (serving/mirror.py) ------
+
+
+@pytest.fixture(scope="module")
+def shadow_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A live tree (x < 0.5 -> 0, else 1) and a candidate that answers 0 from x >= 1.5 on: the two
+    disagree exactly on the rows with x = 2 (and there the probabilities differ by 1)."""
+    from sklearn.tree import DecisionTreeClassifier
+
+    root = tmp_path_factory.mktemp("shadow")
+    live = DecisionTreeClassifier().fit([[0.0], [1.0]], [0, 1])
+    candidate = DecisionTreeClassifier().fit([[0.0], [1.0], [2.0]], [0, 1, 0])
+    joblib.dump(live, root / "live.joblib")
+    joblib.dump(candidate, root / "candidate.joblib")
+    server = launch(root / "candidate-server", str(root / "candidate.joblib"), name="candidate")
+    yield {"root": root, "candidate": server}
+    server.stop()
+
+
+def shadow_counters(proc: ServerProcess, done: Callable[[Counters], bool], timeout: float = 60.0) -> Counters:
+    """The live server's shadow counters, once ``done`` holds for them (the copies are sent after the answers)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        counters = parse(httpx.get(f"{proc.url}/metrics", timeout=10).text)
+        if done(counters) or time.monotonic() > deadline:
+            return counters
+        time.sleep(0.05)
+
+
+def test_a_shadow_that_disagrees_on_a_known_share_is_reported_so(shadow_pair: dict[str, Any], tmp_path: Path) -> None:
+    live = launch(tmp_path, str(shadow_pair["root"] / "live.joblib"), name="live", root_path=PREFIX,
+                  extra={"MIRROR_URL": shadow_pair["candidate"].url})
+    try:
+        xs = [2.0 if n % 10 < 3 else float(n % 2) for n in range(100)]  # 30 of 100 where the two disagree
+        with httpx.Client(base_url=live.url, timeout=10) as client:
+            for x in xs:
+                answer = client.post(f"{PREFIX}/predict", json={"instances": [[x]]})
+                assert answer.json() == {"predictions": [0 if x < 0.5 else 1]}  # always the live model's
+            for x in xs[:20]:  # 6 of them at x = 2
+                answer = client.post(f"{PREFIX}/predict", json={"instances": [[x]], "parameters": {"proba": True}})
+                assert answer.json() == {"predictions": [[1.0, 0.0] if x < 0.5 else [0.0, 1.0]]}
+        counters = shadow_counters(live, lambda c: c.shadow_compared + c.shadow_failed + c.shadow_dropped >= 120)
+    finally:
+        live.stop()
+    assert (counters.shadow_compared, counters.shadow_failed, counters.shadow_dropped) == (120, 0, 0)
+    assert (counters.shadow_agreed, counters.shadow_disagreed) == (84, 36)
+    assert counters.shadow_proba_rows == 20
+    assert counters.shadow_proba_abs_diff == pytest.approx(6.0)
+    assert sum(counters.shadow_latency.values()) > 0  # the candidate's latency, measured per call
+
+
+def test_a_shadow_at_half_gets_exactly_every_other_request(shadow_pair: dict[str, Any], tmp_path: Path) -> None:
+    live = launch(tmp_path, str(shadow_pair["root"] / "live.joblib"), name="live",
+                  extra={"MIRROR_URL": shadow_pair["candidate"].url, "MIRROR_PERCENT": "50"})
+    try:
+        with httpx.Client(base_url=live.url, timeout=10) as client:
+            for _ in range(41):
+                assert client.post("/predict", json={"instances": [[2.0], [0.0]]}).status_code == 200
+            counters = shadow_counters(live, lambda c: c.shadow_compared >= 20)
+            assert client.post("/predict", json={"instances": [[2.0, 1.0]]}).status_code == 400  # not answered
+            assert client.post("/predict", json={"instances": [[1.0]]}).status_code == 200
+            counters = shadow_counters(live, lambda c: c.shadow_compared >= 21)
+    finally:
+        live.stop()
+    assert (counters.shadow_compared, counters.shadow_failed, counters.shadow_dropped) == (21, 0, 0)
+    assert (counters.shadow_agreed, counters.shadow_disagreed) == (21, 20)
+
+
+class Hanging:
+    """A TCP server that accepts connections and never answers: a candidate that hangs."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.accepted.append(self.socket.accept()[0])
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.socket.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+@pytest.mark.parametrize("candidate", ["hangs", "is down"])
+def test_a_shadow_that_hangs_or_is_down_changes_nothing_for_callers(
+        shadow_pair: dict[str, Any], tmp_path: Path, candidate: str) -> None:
+    hanging = Hanging() if candidate == "hangs" else None
+    url = hanging.url if hanging else f"http://127.0.0.1:{free_port()}"
+    live = launch(tmp_path, str(shadow_pair["root"] / "live.joblib"), name="live",
+                  extra={"MIRROR_URL": url, "MIRROR_QUEUE_SIZE": "4", "MIRROR_TIMEOUT_SECONDS": "600"})
+    try:
+        with httpx.Client(base_url=live.url, timeout=10) as client:
+            for n in range(60):
+                assert client.post("/predict", json={"instances": [[n % 3]]}).json() == {"predictions": [min(n % 3, 1)]}
+        if hanging:  # every answer came while the candidate had answered nothing: callers never waited on it
+            counters = shadow_counters(live, lambda c: c.shadow_dropped >= 52)
+            assert hanging.accepted and counters.shadow_compared == counters.shadow_failed == 0
+            # the first call hangs (for 600 s), at most 4 copies in it and 4 queued: every other copy dropped
+            assert counters.shadow_dropped >= 52
+        else:
+            counters = shadow_counters(live, lambda c: c.shadow_failed + c.shadow_dropped >= 60)
+            assert counters.shadow_compared == 0 and counters.shadow_failed + counters.shadow_dropped == 60
+            assert counters.shadow_failed >= 1
+            assert "did not answer a copy well" in live.log_tail(200)
+        assert httpx.get(f"{live.url}/readyz").status_code == 200
+    finally:
+        live.stop()
+        if hanging:
+            hanging.close()

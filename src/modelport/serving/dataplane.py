@@ -6,7 +6,8 @@
   request of any protocol: counts it as arriving for the micro-batcher before its body is read,
   reads it with the transport's ``read_body`` (limits are the transport's), parses JSON, lets the
   protocol's codec (``protocols/``) decode it, predicts through the batcher, and encodes the answer
-  or the error in the codec's shape. ``Disconnected`` from ``read_body`` is re-raised.
+  or the error in the codec's shape. ``Disconnected`` from ``read_body`` is re-raised. With a
+  shadow (MIRROR_URL), an answered request is offered to the ``mirror`` (``serving/mirror.py``).
 - ``readiness()`` and ``index()``: what the health and index routes answer; ``recorder``: the
   request metrics every route records.
 """
@@ -25,6 +26,7 @@ from modelport.domain.model_server import ServerConfig
 from modelport.serving import metrics
 from modelport.serving.batcher import Batcher
 from modelport.serving.errors import Disconnected, InputError
+from modelport.serving.mirror import Mirror
 from modelport.serving.protocols import dumps
 
 if TYPE_CHECKING:
@@ -48,6 +50,7 @@ class DataPlane:
         self.on_failure: Callable[[str], None] | None = None
         self.ready_event = threading.Event()
         self.recorder = metrics.Recorder()
+        self.mirror: Mirror | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -62,6 +65,9 @@ class DataPlane:
         # it all and stall requests for tens of ms (seen as a p99 tail on row-heavy requests).
         gc.collect()
         gc.freeze()
+        if config.mirror_url:
+            self.mirror = Mirror(config, classifier=runner.classes is not None)
+            self.mirror.start()
         self.batcher = batcher
         self.runner = runner
         metrics.LOAD_SECONDS.set(runner.load_seconds)
@@ -78,6 +84,8 @@ class DataPlane:
             self.on_failure(message)
 
     async def stop(self) -> None:
+        if self.mirror is not None:
+            await self.mirror.stop()
         if self.batcher is not None:
             await self.batcher.stop()
 
@@ -125,6 +133,8 @@ class DataPlane:
                         batcher.arrived()  # the next call of the same request
                     result.append(await batcher.predict(matrix, proba))
             body = codec.encode(result, extra, runner, version)
+            if self.mirror is not None:  # a shadow: a copy, queued; the answer never waits for it
+                self.mirror.offer(matrix, probas, (result,) if len(probas) == 1 else result)
         except InputError as exc:
             if not submitted:
                 batcher.gave_up()

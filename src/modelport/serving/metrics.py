@@ -26,6 +26,14 @@ BATCH_REQUESTS = Histogram("modelport_batch_requests", "requests merged into one
 ROWS = Counter("modelport_predicted_rows", "rows predicted")
 LOAD_SECONDS = Gauge("modelport_model_load_seconds", "seconds to fetch, install requirements and load the model")
 READY = Gauge("modelport_model_ready", "1 when the model is loaded and serving")
+# a live server's copies to its shadow (serving/mirror.py; read by domain/serving_metrics.py)
+SHADOW_COPIES = Counter("modelport_shadow_copies", "answered requests copied to the shadow", ["outcome"])
+SHADOW_ROWS = Counter("modelport_shadow_rows", "copied rows the shadow answered alike or not", ["result"])
+SHADOW_PROBA_ROWS = Counter("modelport_shadow_proba_rows", "copied predict_proba rows")
+SHADOW_PROBA_ABS_DIFF = Counter("modelport_shadow_proba_abs_diff",
+                                "sum over copied predict_proba rows of the mean absolute difference")
+SHADOW_LATENCY = Histogram("modelport_shadow_duration_seconds", "calls to the shadow, sent until answered",
+                           buckets=LATENCY_BUCKETS)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST.encode()
 
