@@ -661,6 +661,28 @@ def test_network_policy_defaults_reach_an_in_cluster_minio(helm: Helm) -> None:
     assert store["ports"] == [{"port": 9000, "protocol": "TCP"}]
 
 
+def test_a_live_release_with_a_shadow_copies_to_its_service_which_only_it_may_reach(helm: Helm, tmp_path: Path) -> None:
+    mirror = tmp_path / "mirror.json"  # as the deployer passes values: a file, the tolerance a number
+    mirror.write_text(json.dumps({"mirror": {"release": "model-7-shadow", "percent": 25, "tolerance": 0.01}}))
+    live = helm.render("minimal-values.yaml", "networkPolicy.enabled=true", values_file=mirror)
+    e = env(live)
+    assert (e["MIRROR_URL"], e["MIRROR_PERCENT"], e["MIRROR_TOLERANCE"]) == ("http://model-7-shadow:80", "25", "0.01")
+    to_shadow = one(live, "NetworkPolicy")["spec"]["egress"][-1]
+    assert to_shadow == {"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "model-serving",
+                                                                 "app.kubernetes.io/instance": "model-7-shadow"}}}],
+                         "ports": [{"port": 8080, "protocol": "TCP"}]}
+
+    shadow = helm.render("minimal-values.yaml", "networkPolicy.enabled=true", f"mirroredBy={RELEASE}")
+    assert not any(name.startswith("MIRROR_") for name in env(shadow))
+    from_live = one(shadow, "NetworkPolicy")["spec"]["ingress"][-1]
+    assert from_live["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "model-serving",
+                                                                  "app.kubernetes.io/instance": RELEASE}}}]
+    # without a shadow, nothing of either
+    plain = helm.render("minimal-values.yaml", "networkPolicy.enabled=true")
+    assert not any(name.startswith("MIRROR_") for name in env(plain))
+    assert len(one(plain, "NetworkPolicy")["spec"]["ingress"]) == 1
+
+
 @pytest.mark.parametrize(
     ("profile", "sets", "url"),
     [
@@ -759,6 +781,11 @@ def test_the_deployers_values_contract_is_accepted(helm: Helm, tmp_path: Path) -
         (("metrics.serviceMonitor.tokenSecret.key=",), "/metrics/serviceMonitor/tokenSecret/key"),
         (("metrics.serviceMonitor.enabled=yes",), "/metrics/serviceMonitor/enabled"),
         (("metrics.serviceMonitor.namespace=monitoring",), "namespace"),
+        (("mirror.percent=0",), "/mirror/percent"),
+        (("mirror.percent=101",), "/mirror/percent"),
+        (("mirror.release=Not A Release",), "/mirror/release"),
+        (("mirror.tolerance=-1",), "/mirror/tolerance"),
+        (("mirroredBy=a_b",), "/mirroredBy"),
     ],
 )
 def test_bad_values_fail_with_a_schema_error(helm: Helm, sets: tuple[str, ...], where: str) -> None:
