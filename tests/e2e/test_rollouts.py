@@ -1,8 +1,9 @@
-"""Canary rollouts on ``modelport up`` (the local process driver and its gateway), driven over
-HTTP as a user would, with a client load running throughout that counts every answer."""
+"""Canary rollouts and shadows on ``modelport up`` (the local process driver and its gateway),
+driven over HTTP as a user would, with a client load running throughout that counts every answer."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -16,8 +17,17 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.models import FAILING_GLOBAL, IRIS_ROWS, train_failing_iris, train_iris
-from tests.support.up import start_up, upload_and_deploy, wait_status
+from modelport.local import ownership
+from tests.support.models import (
+    FAILING_GLOBAL,
+    IRIS_ROWS,
+    SHADOW_CANDIDATE,
+    SHADOW_LIVE,
+    train_failing_iris,
+    train_iris,
+    train_steps,
+)
+from tests.support.up import Up, start_up, upload_and_deploy, wait_status
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,5 +138,103 @@ def test_a_good_canary_promotes_through_every_step_without_a_failed_request_and_
             # afterwards every row, the candidate's failing one too, is answered by the stable version
             for row in IRIS_ROWS * 10:
                 assert httpx.post(url, json={"instances": [row]}).status_code == 200
+    finally:
+        assert up.stop() == 0, "\n".join(up.lines[-30:])
+
+
+def cli(up: Up, *args: str) -> Any:
+    done = subprocess.run([sys.executable, "-m", "modelport.cli", *args], capture_output=True, text=True,  # noqa: S603
+                          env={**os.environ, "MODELPORT_CONFIG": str(up.config)}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def model_servers(up: Up) -> int:
+    """Model-server processes this ``modelport up`` runs (marked as its own)."""
+    count = 0
+    for pid, mark in ownership.marked().items():
+        if not mark.startswith(f"{up.process.pid}:"):
+            continue
+        with contextlib.suppress(OSError):  # gone meanwhile
+            count += b"modelport.serving" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    return count
+
+
+def until(check: Any, what: str, timeout: float = 120) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+    return value
+
+
+def converged(client: httpx.Client, deployment_id: int, message: str) -> Any:
+    """The record once READY with a status message that starts with ``message``."""
+    def check() -> Any:
+        body = client.get(f"/deployments/{deployment_id}").json()
+        return body if body["status"] == "READY" and (body["status_message"] or "").startswith(message) else None
+    return until(check, f"deployment {deployment_id} not READY with {message!r}")
+
+
+def test_a_shadow_reports_its_agreement_callers_get_the_live_answers_and_stop_and_promote_clean_up(
+    tmp_path: Path,
+) -> None:
+    live_path = train_steps(tmp_path / "live.joblib", SHADOW_LIVE)
+    candidate_path = train_steps(tmp_path / "candidate.joblib", SHADOW_CANDIDATE)
+    up = start_up(tmp_path, "--ephemeral", env_extra={"METRICS_SAMPLE_SECONDS": "0.5"})
+    try:
+        with up.client() as client:
+            created = upload_and_deploy(client, live_path)
+            deployment_id = created["id"]
+            url = wait_status(client, deployment_id)["url"] + "/predict"
+            model_id = client.get(f"/versions/{created['version_id']}").json()["model_id"]
+            candidate = add_version(client, model_id, candidate_path)
+
+            # from the CLI, as a user would: it returns once the shadow runs
+            started = cli(up, "deployments", "shadow", str(deployment_id), str(candidate), "--json")
+            assert started["shadow"]["state"] == "running" and started["status"] == "READY", started
+            assert started["status_message"] == f"shadow: version id {candidate} gets a copy of 100% of requests"
+            until(lambda: model_servers(up) == 2, "the live server and the shadow's")
+
+            xs = [2.0 if n % 10 < 3 else float(n % 2) for n in range(100)]  # the two disagree on 30 of 100
+            with httpx.Client(timeout=30) as callers:
+                for x in xs:
+                    answer = callers.post(url, json={"instances": [[x]]})
+                    assert answer.json() == {"predictions": [0 if x < 0.5 else 1]}, answer.text  # the live model's
+            report = until(lambda: (r := client.get(f"/deployments/{deployment_id}/shadow").json())["mirrored"] >= 100
+                           and r, "the shadow's report never counted the copies")
+            assert (report["mirrored"], report["dropped"], report["candidate_errors"]) == (100, 0, 0), report
+            assert (report["rows_compared"], report["agreement"]) == (100, 0.7), report
+            assert report["live"]["requests"] >= 100 and report["copy_p99_ms"] is not None, report
+            shown = cli(up, "deployments", "shadow-report", str(deployment_id), "--json")
+            assert (shown["mirrored"], shown["agreement"]) == (100, 0.7), shown
+
+            stopped = client.delete(f"/deployments/{deployment_id}/shadow")
+            assert stopped.status_code == 200 and stopped.json()["shadow"]["state"] == "stopped", stopped.text
+            converged(client, deployment_id, f"shadow of version id {candidate} stopped (stopped by the owner)")
+            until(lambda: model_servers(up) == 1, "the shadow's server is still running")
+            kept = client.get(f"/deployments/{deployment_id}/shadow").json()  # a stopped shadow's report stays
+            assert kept["shadow"]["state"] == "stopped" and kept["mirrored"] == 100, kept
+            again = client.delete(f"/deployments/{deployment_id}/shadow")
+            assert again.status_code == 409 and again.json()["code"] == "no_shadow", again.text
+
+            # again, then promoted to a canary (which waits on far more requests than come), then aborted
+            assert client.put(f"/deployments/{deployment_id}/shadow",
+                              json={"version_id": candidate, "percent": 50}).status_code == 200
+            converged(client, deployment_id, f"shadow: version id {candidate} gets a copy of 50%")
+            promoted = client.post(f"/deployments/{deployment_id}/shadow/promote",
+                                   json={"steps": [50], "min_requests": 1_000_000})
+            assert promoted.status_code == 200, promoted.text
+            assert promoted.json()["shadow"]["state"] == "promoted"
+            assert promoted.json()["rollout"]["candidate_version_id"] == candidate
+            converged(client, deployment_id, f"canary: version id {candidate} gets 50%")
+            until(lambda: model_servers(up) == 2, "the stable server and the canary's (the shadow's gone)")
+            aborted = client.post(f"/deployments/{deployment_id}/rollout/abort")
+            assert aborted.status_code == 200, aborted.text
+            done = converged(client, deployment_id, "canary aborted: all requests to version id")
+            assert done["version_id"] == created["version_id"]
+            until(lambda: model_servers(up) == 1, "the canary's server is still running")
+            for x in (0.0, 1.0, 2.0):
+                assert httpx.post(url, json={"instances": [[x]]}).json() == {"predictions": [0 if x < 0.5 else 1]}
     finally:
         assert up.stop() == 0, "\n".join(up.lines[-30:])

@@ -29,7 +29,7 @@ from modelport.deploy.driver import DeploySpec, ReleasePhase
 from modelport.deploy.helm import HelmDriver
 from modelport.deploy.reconcile import Reconciler
 from modelport.domain.entities import Deployment, DeploymentStatus
-from modelport.domain.rollouts import Rollout, RolloutState, canary_release
+from modelport.domain.rollouts import Rollout, RolloutState, Shadow, ShadowState, canary_release, shadow_release
 from modelport.domain.serving_metrics import parse
 from modelport.local.tools import Tools
 from modelport.settings import Settings
@@ -267,6 +267,67 @@ def test_a_canary_is_its_own_release_the_ingress_splits_by_its_weight_and_promot
     while len(deployer.cluster.kubelet.containers(NS, all=True)) != 1:
         assert time.monotonic() < deadline, deployer.cluster.kubelet.containers(NS, all=True)
         time.sleep(0.2)
+
+
+def test_a_shadow_is_its_own_release_without_an_ingress_and_stopping_it_leaves_only_the_live_one(
+    deployer: Deployer,
+) -> None:
+    """The shadow's wiring through helm and real containers. The copies themselves are tested
+    between real processes (test_serving_http.py, the local platform's e2e): here they cannot
+    arrive, as the emulator has no kube-proxy or cluster DNS for the Service name the live pods
+    are given, so they are counted as failed, which shows too that callers never wait on them."""
+    stable, candidate = deployer.version("iris"), deployer.version("flipped")
+    deployment = deployer.records.add_deployment(stable, replicas=1)
+    deployer.reconciler.reconcile(deployment.id)
+    url = predict_url(deployer.cluster, deployment.id) + "/predict"
+    live_release = deployer.record(deployment.id).k8s_service_name
+    name = shadow_release(live_release)
+
+    def server_env(release: str) -> dict[str, str]:
+        (found,) = [d for d in deployer.cluster.emulator.objects("Deployment", NS)
+                    if d["metadata"]["name"] == release]
+        return {e["name"]: e.get("value", "") for e in found["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+    shadow = Shadow(version_id=candidate, started_at=datetime.now(UTC))
+    deployer.records.write_shadow(deployer.record(deployment.id), shadow)
+    deployer.reconciler.reconcile(deployment.id)
+    record = deployer.record(deployment.id)
+    assert record.status == DeploymentStatus.READY, record
+    assert record.status_message == f"shadow: version id {candidate} gets a copy of 100% of requests"
+    assert [i["metadata"]["name"] for i in deployer.cluster.emulator.objects("Ingress", NS)] == [live_release]
+    assert server_env(live_release)["MIRROR_URL"] == f"http://{name}:80"
+    assert "MIRROR_URL" not in server_env(name)
+    assert len(deployer.containers()) == 2  # both installed with --wait: ready
+    with httpx.Client(timeout=30) as client:
+        for _ in range(10):
+            assert client.post(url, json={"instances": IRIS_ROWS}).json()["predictions"] == deployer.models["answers"]
+    (shadow_pod,) = deployer.reconciler.driver.scrape(NS, name)
+    assert shadow_pod.text is not None and parse(shadow_pod.text).requests == 0  # no caller ever reaches it
+    deadline = time.monotonic() + 60
+    while True:
+        (live_pod,) = deployer.reconciler.driver.scrape(NS, live_release)
+        counters = parse(live_pod.text or "")
+        if counters.shadow_failed + counters.shadow_dropped == 10:
+            break
+        assert time.monotonic() < deadline, counters
+        time.sleep(0.2)
+    assert counters.shadow_compared == 0
+
+    stopped = shadow.model_copy(update={"state": ShadowState.STOPPED, "reason": "stopped by the owner",
+                                        "stopped_at": datetime.now(UTC)})
+    deployer.records.write_shadow(deployer.record(deployment.id), stopped)
+    deployer.reconciler.reconcile(deployment.id)
+    record = deployer.record(deployment.id)
+    assert record.status == DeploymentStatus.READY
+    assert record.status_message == f"shadow of version id {candidate} stopped (stopped by the owner)"
+    assert [r.release for r in deployer.reconciler.driver.list_releases()] == [live_release]
+    assert "MIRROR_URL" not in server_env(live_release)
+    deadline = time.monotonic() + 60
+    while len(deployer.cluster.kubelet.containers(NS, all=True)) != 1:
+        assert time.monotonic() < deadline, deployer.cluster.kubelet.containers(NS, all=True)
+        time.sleep(0.2)
+    answer = httpx.post(url, json={"instances": IRIS_ROWS}, timeout=30)
+    assert answer.json()["predictions"] == deployer.models["answers"]
 
 
 @pytest.mark.parametrize(("case", "reason"), [

@@ -27,6 +27,7 @@ from sklearn.linear_model import LogisticRegression
 from modelport.domain.model_server import READY_PATH, ServerConfig, parse_failure, server_argv
 from modelport.domain.serving_metrics import Counters, parse
 from modelport.local.processes import ServerProcess, free_port, start
+from tests.support.models import SHADOW_CANDIDATE, SHADOW_LIVE, train_steps
 
 pytestmark = pytest.mark.integration
 
@@ -488,16 +489,12 @@ def test_a_deployment_token_guards_every_route_but_the_probes(models: dict[str, 
 
 @pytest.fixture(scope="module")
 def shadow_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """A live tree (x < 0.5 -> 0, else 1) and a candidate that answers 0 from x >= 1.5 on: the two
+    """A live tree (x < 0.5 -> 0, else 1) and a candidate that answers 0 from x = 2 on: the two
     disagree exactly on the rows with x = 2 (and there the probabilities differ by 1)."""
-    from sklearn.tree import DecisionTreeClassifier
-
     root = tmp_path_factory.mktemp("shadow")
-    live = DecisionTreeClassifier().fit([[0.0], [1.0]], [0, 1])
-    candidate = DecisionTreeClassifier().fit([[0.0], [1.0], [2.0]], [0, 1, 0])
-    joblib.dump(live, root / "live.joblib")
-    joblib.dump(candidate, root / "candidate.joblib")
-    server = launch(root / "candidate-server", str(root / "candidate.joblib"), name="candidate")
+    train_steps(root / "live.joblib", SHADOW_LIVE)
+    server = launch(root / "candidate-server", str(train_steps(root / "candidate.joblib", SHADOW_CANDIDATE)),
+                    name="candidate")
     yield {"root": root, "candidate": server}
     server.stop()
 

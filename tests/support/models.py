@@ -39,3 +39,16 @@ def train_failing_iris(path: Path) -> Path:
     data = load_iris()
     joblib.dump(FailsOnSomeInputs(max_iter=500).fit(data.data, data.target), path)
     return path
+
+
+def train_steps(path: Path, labels: list[int]) -> Path:
+    """A one-feature tree that answers ``labels[i]`` around x = i (0, 1, 2, ...). Two of them with
+    different labels at some points disagree exactly on the rows there (a known shadow share)."""
+    from sklearn.tree import DecisionTreeClassifier
+
+    joblib.dump(DecisionTreeClassifier().fit([[float(x)] for x in range(len(labels))], labels), path)
+    return path
+
+
+#: the live and candidate labels of the shadow tests: the two disagree exactly at x = 2
+SHADOW_LIVE, SHADOW_CANDIDATE = [0, 1, 1], [0, 1, 0]

@@ -439,6 +439,19 @@ class ApiClient:
         """``how``: promote or abort."""
         return dict(self.call("POST", f"/deployments/{deployment_id}/rollout/{how}"))
 
+    def start_shadow(self, deployment_id: int, version_id: int, percent: int, tolerance: float) -> dict[str, Any]:
+        body = {"version_id": version_id, "percent": percent, "tolerance": tolerance}
+        return dict(self.call("PUT", f"/deployments/{deployment_id}/shadow", json=body))
+
+    def shadow_report(self, deployment_id: int) -> dict[str, Any]:
+        return dict(self.call("GET", f"/deployments/{deployment_id}/shadow"))
+
+    def stop_shadow(self, deployment_id: int) -> dict[str, Any]:
+        return dict(self.call("DELETE", f"/deployments/{deployment_id}/shadow"))
+
+    def promote_shadow(self, deployment_id: int, rollout: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.call("POST", f"/deployments/{deployment_id}/shadow/promote", json=rollout))
+
     def delete_deployment(self, deployment_id: int) -> dict[str, Any]:
         return dict(self.call("DELETE", f"/deployments/{deployment_id}"))
 

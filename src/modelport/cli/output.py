@@ -171,6 +171,7 @@ def deployment_details(deployment: dict[str, Any]) -> None:
         ("version", str(deployment.get("version_id"))),
         ("replicas", str(deployment.get("replicas"))),
         ("rollout", rollout_text(deployment.get("rollout"))),
+        ("shadow", shadow_text(deployment.get("shadow"))),
         ("service", cell(deployment.get("k8s_service_name"))),
         ("created", when(deployment.get("created_at"))),
         ("updated", when(deployment.get("updated_at"))),
@@ -188,6 +189,41 @@ def rollout_text(rollout: dict[str, Any] | None) -> str:
     if rollout.get("reason"):
         text += f" - {rollout['reason']}"
     return escape(text)
+
+
+def shadow_text(shadow: dict[str, Any] | None) -> str:
+    """A shadow in one line: version, share, state, reason."""
+    if not shadow:
+        return cell(None)
+    text = f"version {shadow.get('version_id')} on {shadow.get('percent')}% of requests: {shadow.get('state')}"
+    if shadow.get("reason"):
+        text += f" - {shadow['reason']}"
+    return escape(text)
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _ms(p50: float | None, p99: float | None) -> str:
+    return "-" if p50 is None else f"p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+
+
+def shadow_report(report: dict[str, Any]) -> None:
+    live, candidate = report.get("live") or {}, report.get("candidate") or {}
+    diff = report.get("proba_mean_abs_diff")
+    details(f"shadow of deployment {report['deployment_id']}", [
+        ("shadow", shadow_text(report.get("shadow"))),
+        ("mirrored", f"{report['mirrored']} requests ({report['dropped']} dropped: queue full)"),
+        ("candidate errors", str(report["candidate_errors"])),
+        ("agreement", f"{_share(report.get('agreement'))} of {report['rows_compared']} rows"),
+        ("proba mean |diff|", "-" if diff is None else f"{diff:.4f}"),
+        ("live", f"{live.get('requests', 0)} requests, {_ms(live.get('p50_ms'), live.get('p99_ms'))}"),
+        ("candidate", f"{candidate.get('requests', 0)} requests, "
+                      f"{_ms(candidate.get('p50_ms'), candidate.get('p99_ms'))}"),
+        ("copies", _ms(report.get("copy_p50_ms"), report.get("copy_p99_ms"))),
+        ("sampled", when(report.get("sampled_at"))),
+    ])
 
 
 def deployments_table(deployments: list[dict[str, Any]]) -> None:

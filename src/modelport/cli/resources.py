@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 import typer
@@ -188,6 +189,24 @@ def parse_steps(text: str) -> list[int]:
         raise typer.BadParameter("give percentages separated by commas, e.g. 10,50") from None
 
 
+# a canary's options: `deploy --to --canary` and `deployments shadow-promote`
+StepSeconds = Annotated[int, typer.Option("--step-seconds", min=1, help="least time per canary step")]
+MinRequests = Annotated[int, typer.Option("--min-requests", min=1, help="least requests per step")]
+MaxErrorRate = Annotated[float, typer.Option("--max-error-rate", min=0, max=1, help="5xx share that rolls back")]
+MaxP99Ms = Annotated[float | None, typer.Option("--max-p99-ms", min=0, help="p99 that rolls back")]
+MaxP99Ratio = Annotated[float, typer.Option("--max-p99-ratio", min=1,
+                                            help="rolls back above this times the stable p99")]
+LatencyCheck = Annotated[bool, typer.Option("--latency-check/--no-latency-check",
+                                            help="compare the candidate's p99 with the stable one's")]
+
+
+def canary_body(steps: str, step_seconds: int, min_requests: int, max_error_rate: float, max_p99_ms: float | None,
+                max_p99_ratio: float, latency_check: bool) -> dict[str, Any]:
+    return {"strategy": "canary", "steps": parse_steps(steps), "step_seconds": step_seconds,
+            "min_requests": min_requests, "max_error_rate": max_error_rate, "max_p99_ms": max_p99_ms,
+            "max_p99_ratio": max_p99_ratio if latency_check else None}
+
+
 @app.command("deploy", epilog=o.EPILOG)
 @handle_errors
 def deploy(
@@ -198,15 +217,12 @@ def deploy(
     canary: Annotated[str | None, typer.Option(
         "--canary", help="with --to: canary steps in percent, e.g. 10,50; promoted or rolled back by the "
         "model servers' error rate and p99")] = None,
-    step_seconds: Annotated[int, typer.Option("--step-seconds", min=1, help="least time per canary step")] = 60,
-    min_requests: Annotated[int, typer.Option("--min-requests", min=1, help="least requests per step")] = 50,
-    max_error_rate: Annotated[float, typer.Option("--max-error-rate", min=0, max=1,
-                                                  help="5xx share that rolls back")] = 0.01,
-    max_p99_ms: Annotated[float | None, typer.Option("--max-p99-ms", min=0, help="p99 that rolls back")] = None,
-    max_p99_ratio: Annotated[float, typer.Option("--max-p99-ratio", min=1,
-                                                 help="rolls back above this times the stable p99")] = 2.0,
-    latency_check: Annotated[bool, typer.Option("--latency-check/--no-latency-check",
-                                                help="compare the candidate's p99 with the stable one's")] = True,
+    step_seconds: StepSeconds = 60,
+    min_requests: MinRequests = 50,
+    max_error_rate: MaxErrorRate = 0.01,
+    max_p99_ms: MaxP99Ms = None,
+    max_p99_ratio: MaxP99Ratio = 2.0,
+    latency_check: LatencyCheck = True,
     wait: Annotated[bool, typer.Option("--wait", "-w", help="wait until READY or FAILED, then print the URL")] = False,
     timeout: Annotated[float, typer.Option("--timeout", min=0, help="seconds --wait waits")] = 600.0,
     json_: o.JsonOption = False,
@@ -216,10 +232,8 @@ def deploy(
     if canary is not None and to is None:
         raise typer.BadParameter("--canary moves an existing deployment: give it with --to", param_hint="--canary")
     if to is not None:
-        rollout = None if canary is None else {
-            "strategy": "canary", "steps": parse_steps(canary), "step_seconds": step_seconds,
-            "min_requests": min_requests, "max_error_rate": max_error_rate, "max_p99_ms": max_p99_ms,
-            "max_p99_ratio": max_p99_ratio if latency_check else None}
+        rollout = None if canary is None else canary_body(canary, step_seconds, min_requests, max_error_rate,
+                                                          max_p99_ms, max_p99_ratio, latency_check)
         with ApiClient.from_config() as api:
             moved = api.move_deployment(to, version_id, rollout)
             if not json_:
@@ -292,6 +306,114 @@ def deployments_abort(deployment_id: Id, json_: o.JsonOption = False) -> None:
     """End a canary early: all requests back to the stable version, the candidate removed."""
     with ApiClient.from_config() as api:
         deployment = api.end_rollout(deployment_id, "abort")
+    o.emit(json_, deployment, o.deployment_details)
+
+
+def shadow_converged(d: dict[str, Any]) -> bool:
+    """The deployer runs the shadow (deploy.reconcile.shadow_message) or ended it."""
+    shadow = d.get("shadow") or {}
+    message = str(d.get("status_message") or "")
+    return d.get("status") in FINAL_DEPLOYMENT and (shadow.get("state") != "running" or message.startswith("shadow:")
+                                                    or "; shadow:" in message)
+
+
+@deployments.command("shadow", epilog=o.EPILOG)
+@handle_errors
+def deployments_shadow(
+    deployment_id: Id,
+    version_id: Annotated[int, typer.Argument(min=1, help="the version to run beside the live one",
+                                              show_default=False)],
+    percent: Annotated[int, typer.Option("--percent", min=1, max=100, help="share of answered requests copied")] = 100,
+    tolerance: Annotated[float, typer.Option("--tolerance", min=0, help="a regressor's answers agree within this "
+                                             "(relative; absolute below 1)")] = 1e-6,
+    watch: Annotated[bool, typer.Option("--watch", help="once it runs, show its report live until Ctrl-C")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", min=0, help="seconds to wait for it to run")] = 600.0,
+    json_: o.JsonOption = False,
+) -> None:
+    """Run VERSION_ID beside the live version on a copy of the requests; callers always get the live
+    answer. Waits until it runs; `shadow-report` shows how the two agree."""
+    with ApiClient.from_config() as api:
+        api.start_shadow(deployment_id, version_id, percent, tolerance)
+        with o.err.status(f"deployment {deployment_id}: starting the shadow", spinner="dots"):
+            try:
+                final = wait_until(lambda: api.get_deployment(deployment_id), shadow_converged, timeout)
+            except WaitTimedOut:
+                raise CliError(f"timed out after {timeout:g}s; the shadow may still start: `modelport deployments "
+                               f"show {deployment_id}`", ExitCode.TIMEOUT) from None
+        shadow = final.get("shadow") or {}
+        if shadow.get("state") != "running" or final.get("status") == "FAILED":
+            raise CliError(f"deployment {deployment_id}: the shadow did not start: "
+                           f"{shadow.get('reason') or final.get('status_message')}", ExitCode.FAILED)
+        if watch:
+            watch_shadow(api, deployment_id)
+            return
+    o.emit(json_, final, o.deployment_details)
+
+
+def watch_shadow(api: ApiClient, deployment_id: int, every: float = 2.0) -> None:
+    """The report, refreshed in place, until Ctrl-C or the shadow ends."""
+    from rich.live import Live
+
+    with Live(console=o.out, auto_refresh=False) as live:
+        try:
+            while True:
+                report = api.shadow_report(deployment_id)
+                with o.out.capture() as captured:
+                    o.shadow_report(report)
+                live.update(captured.get(), refresh=True)
+                if report["shadow"]["state"] != "running":
+                    return
+                time.sleep(every)
+        except KeyboardInterrupt:
+            return
+
+
+@deployments.command("shadow-report", epilog=o.EPILOG)
+@handle_errors
+def deployments_shadow_report(
+    deployment_id: Id,
+    watch: Annotated[bool, typer.Option("--watch", help="refresh live until Ctrl-C")] = False,
+    json_: o.JsonOption = False,
+) -> None:
+    """How the shadow's answers compare with the live ones: mirrored, dropped, agreement, latency."""
+    with ApiClient.from_config() as api:
+        if watch and not json_:
+            watch_shadow(api, deployment_id)
+            return
+        report = api.shadow_report(deployment_id)
+    o.emit(json_, report, o.shadow_report)
+
+
+@deployments.command("shadow-stop", epilog=o.EPILOG)
+@handle_errors
+def deployments_shadow_stop(deployment_id: Id, json_: o.JsonOption = False) -> None:
+    """Stop the shadow: its servers are removed, the live ones stop copying. Its report stays."""
+    with ApiClient.from_config() as api:
+        deployment = api.stop_shadow(deployment_id)
+    o.emit(json_, deployment, o.deployment_details)
+
+
+@deployments.command("shadow-promote", epilog=o.EPILOG)
+@handle_errors
+def deployments_shadow_promote(
+    deployment_id: Id,
+    canary: Annotated[str, typer.Option("--canary", help="canary steps in percent")] = "10,50",
+    step_seconds: StepSeconds = 60,
+    min_requests: MinRequests = 50,
+    max_error_rate: MaxErrorRate = 0.01,
+    max_p99_ms: MaxP99Ms = None,
+    max_p99_ratio: MaxP99Ratio = 2.0,
+    latency_check: LatencyCheck = True,
+    wait: Annotated[bool, typer.Option("--wait", "-w", help="follow the canary until it ends")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", min=0, help="seconds --wait waits")] = 600.0,
+    json_: o.JsonOption = False,
+) -> None:
+    """Turn the shadow into a canary of its version (the canary's rules from then on)."""
+    body = canary_body(canary, step_seconds, min_requests, max_error_rate, max_p99_ms, max_p99_ratio, latency_check)
+    with ApiClient.from_config() as api:
+        deployment = api.promote_shadow(deployment_id, body)
+        if wait:
+            deployment = wait_for_rollout(api, deployment_id, timeout)
     o.emit(json_, deployment, o.deployment_details)
 
 

@@ -7,8 +7,11 @@ Contract:
 - ``parse(text)`` reads the Prometheus text exposition a model server exports (the names of
   ``modelport.serving.metrics``) into ``Counters``, cumulative since that process started: answers
   of the prediction endpoints (``PREDICTION_ENDPOINTS``) and those of them with a 5xx code, the
-  latency histogram's cumulative bucket counts, rows predicted and model calls, and whether the
-  model is ready. Text that is not an exposition raises ``MetricsUnreadable``.
+  latency histogram's cumulative bucket counts, rows predicted and model calls, whether the
+  model is ready, and a live server's counts of its shadow copies (``modelport_shadow_*``:
+  copies compared, failed and dropped, rows agreed and disagreed, predict_proba rows and their
+  summed mean absolute difference, the calls' latency histogram). Text that is not an exposition
+  raises ``MetricsUnreadable``.
 - ``since(previous, current)``: what one process did between two scrapes. A counter that went
   down means the process restarted: then everything it counts now happened since.
 - ``Counters`` add up (pods of a release, samples of a minute); ``Figures.of(counters)`` gives
