@@ -149,14 +149,30 @@ def cli(up: Up, *args: str) -> Any:
     return json.loads(done.stdout)
 
 
+def _listening_inodes() -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A":  # LISTEN
+                    inodes.add(fields[9])
+    return inodes
+
+
 def model_servers(up: Up) -> int:
-    """Model-server processes this ``modelport up`` runs (marked as its own)."""
-    count = 0
+    """Model servers this ``modelport up`` runs that serve (listen on a port): its own marked
+    processes of ``modelport.serving``; a pre-warmed standby listens only once it has a replica."""
+    listening, count = _listening_inodes(), 0
     for pid, mark in ownership.marked().items():
         if not mark.startswith(f"{up.process.pid}:"):
             continue
         with contextlib.suppress(OSError):  # gone meanwhile
-            count += b"modelport.serving" in Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"modelport.serving" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                continue
+            sockets = {os.readlink(fd).removeprefix("socket:[").removesuffix("]")
+                       for fd in Path(f"/proc/{pid}/fd").iterdir()}
+            count += bool(sockets & listening)
     return count
 
 

@@ -68,7 +68,7 @@ def test_seed_flow_up_to_a_pending_deployment(control_plane: ControlPlane, alice
     created = alice.post(f"/api/v1/versions/{version['id']}/deployments", json={"replicas": 2})
     assert created.status_code == 201, created.text
     deployment = created.json()
-    assert set(deployment) == SEED_DEPLOYMENT_FIELDS | {"status", "status_message", "rollout"}
+    assert set(deployment) == SEED_DEPLOYMENT_FIELDS | {"status", "status_message", "rollout", "shadow"}
     assert deployment["rollout"] is None
     assert deployment["status"] == "PENDING"
     assert deployment["replicas"] == 2

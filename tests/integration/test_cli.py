@@ -416,6 +416,23 @@ def test_deploy_scale_list_delete(alice: Cli, model_file: Path) -> None:
     assert deleted["status"] == "DELETING"
 
 
+def test_shadow_commands_refuse_in_one_line_what_the_api_refuses(alice: Cli, bob: Cli, model_file: Path) -> None:
+    version = ready_version(alice, model_file)
+    deployment = alice.json("deploy", str(version["id"]))
+    other = alice.json("versions", "create", str(version["model_id"]))
+    did = str(deployment["id"])
+
+    pending = alice("deployments", "shadow", did, str(other["id"]))  # no deployer here: it stays PENDING
+    assert pending.code == 1 and "a shadow starts on a READY deployment" in pending.error_line, pending
+    for command in ("shadow-report", "shadow-stop", "shadow-promote"):
+        none = alice("deployments", command, did)
+        assert none.code == 1 and "has no shadow" in none.error_line, (command, none)
+    bad = alice("deployments", "shadow", did, str(other["id"]), "--percent", "0")
+    assert bad.code == 2, bad  # a usage error, before any request
+    theirs = bob("deployments", "shadow-report", did)
+    assert theirs.code == 1 and "not found" in theirs.error_line, theirs
+
+
 def test_deploy_wait_times_out_with_exit_5(alice: Cli, model_file: Path) -> None:
     version = ready_version(alice, model_file)
 

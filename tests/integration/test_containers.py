@@ -297,7 +297,10 @@ def test_a_shadow_is_its_own_release_without_an_ingress_and_stopping_it_leaves_o
     assert [i["metadata"]["name"] for i in deployer.cluster.emulator.objects("Ingress", NS)] == [live_release]
     assert server_env(live_release)["MIRROR_URL"] == f"http://{name}:80"
     assert "MIRROR_URL" not in server_env(name)
-    assert len(deployer.containers()) == 2  # both installed with --wait: ready
+    deadline = time.monotonic() + 60  # the live release rolled to pods that copy: the old one stops
+    while len(deployer.cluster.kubelet.containers(NS, all=True)) != 2:
+        assert time.monotonic() < deadline, deployer.cluster.kubelet.containers(NS, all=True)
+        time.sleep(0.2)
     with httpx.Client(timeout=30) as client:
         for _ in range(10):
             assert client.post(url, json={"instances": IRIS_ROWS}).json()["predictions"] == deployer.models["answers"]
