@@ -21,7 +21,7 @@ COPY pyproject.toml ./
 # The pins come from pyproject.toml, never written twice. Dependencies first, in their own layer:
 # a change to the code alone reuses it.
 RUN python3 -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
-core = [pin for pin in p["dependencies"] if pin.split("=")[0] in ("boto3", "pydantic", "packaging", "prometheus-client", "httpx")]; \
+core = [pin for pin in p["dependencies"] if pin.split("=")[0] in ("boto3", "pydantic", "packaging", "prometheus-client")]; \
 print("\n".join(core + p["optional-dependencies"]["serving"]))' > requirements.txt \
  && /opt/modelport/bin/pip install -q -r requirements.txt
 COPY README.md ./
@@ -30,7 +30,7 @@ RUN /opt/modelport/bin/pip install -q --no-deps . \
  && /opt/modelport/bin/pip uninstall -q -y pip setuptools \
  && find /opt/modelport/lib -depth -type d \( -name tests -o -name __pycache__ \) -exec rm -rf {} + \
  && /opt/modelport/bin/python -m compileall -q -j 0 /opt/modelport/lib \
- && /opt/modelport/bin/python -c "import modelport.serving.server, sklearn.ensemble, sklearn.linear_model, skops.io, uvloop, httptools, orjson, boto3, httpx"
+ && /opt/modelport/bin/python -c "import modelport.serving.server, sklearn.ensemble, sklearn.linear_model, skops.io, uvloop, httptools, orjson, boto3"
 
 FROM ${PYTHON_IMAGE}
 ENV PATH=/opt/modelport/bin:$PATH \

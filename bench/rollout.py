@@ -13,9 +13,11 @@ so drift on a shared machine hits both alike.
 
 In a cluster the shadow's pods run elsewhere; here every process shares the machine. So that the
 shadow's own predictions do not take the live server's CPU, the two live servers are pinned to
-CPU 0 and the candidate and the load generator to the other CPUs (where there are at least 2):
-what is measured is what copying costs the live server (queueing, the second request it sends,
-comparing), which is what a caller could notice.
+CPU 0 and the candidate and the load generator to the other CPUs (where there are at least 2),
+the candidate at the idle priority (`chrt --idle 0`) so that it gets only what the load
+generator leaves: what is measured is what copying costs the live server (queueing, the calls it sends,
+comparing), which is what a caller could notice. A candidate that cannot keep up shows as copies
+dropped (printed below the table), as it would in a cluster.
 """
 
 from __future__ import annotations
@@ -44,13 +46,15 @@ def pin(cpus: set[int]) -> None:
         os.sched_setaffinity(0, cpus)
 
 
-def launch(name: str, model: Model, cpus: set[int], extra: dict[str, str] | None = None) -> ServerProcess:
+def launch(name: str, model: Model, cpus: set[int], extra: dict[str, str] | None = None,
+           idle: bool = False) -> ServerProcess:
     port = free_port()
     env = {**os.environ, **ServerConfig(model_uri=str(model.path), model_name=model.name, port=port,
                                         log_level="WARNING", model_cache_dir=str(WORK / "cache")).to_env(),
            **(extra or {})}
-    argv = ["taskset", "-c", ",".join(map(str, sorted(cpus))), *server_argv(sys.executable)] \
-        if len(os.sched_getaffinity(0)) >= 2 else server_argv(sys.executable)
+    argv = ["chrt", "--idle", "0", *server_argv(sys.executable)] if idle else server_argv(sys.executable)
+    if len(os.sched_getaffinity(0)) >= 2:
+        argv = ["taskset", "-c", ",".join(map(str, sorted(cpus))), *argv]
     proc = start(f"{name}-{model.name}", argv, port, log_dir=WORK, cwd=REPO, env=env).wait_ready(60)
     deadline = time.monotonic() + 120
     while httpx.get(f"{proc.url}/readyz", timeout=5).status_code != 200:
@@ -58,6 +62,17 @@ def launch(name: str, model: Model, cpus: set[int], extra: dict[str, str] | None
             raise TimeoutError(f"{name} not ready: {proc.log_tail()}")
         time.sleep(0.1)
     return proc
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/PID/stat)."""
+    fields = open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()  # noqa: SIM115, PTH123
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_pid(proc: ServerProcess) -> int:
+    """The model server's own pid (under taskset/chrt, which exec it, the same)."""
+    return proc.process.pid
 
 
 def main() -> int:
@@ -72,9 +87,10 @@ def main() -> int:
     other_cpus = (every - live_cpus) or every
     pin(other_cpus)  # this process and the load generator it starts
     results: dict[tuple[str, int, int, str], list[Result]] = {}
+    cpu: dict[tuple[str, int, int, str], list[float]] = {}  # the live server's CPU µs per answered request
     copies: dict[str, tuple[int, int]] = {}
     for model in train_models():
-        candidate = launch("candidate", model, other_cpus)
+        candidate = launch("candidate", model, other_cpus, idle=True)
         plain = launch("plain", model, live_cpus)
         shadowed = launch("shadowed", model, live_cpus, {"MIRROR_URL": candidate.url, "MIRROR_PERCENT": "100"})
         try:
@@ -83,8 +99,12 @@ def main() -> int:
                 for conns in connections:
                     for _ in range(args.rounds):
                         for name, server in (("plain", plain), ("shadowed", shadowed)):  # alternating
+                            before = cpu_seconds(server_pid(server))
                             result = load(f"{server.url}/predict", body, conns, args.duration)
+                            used = cpu_seconds(server_pid(server)) - before
                             results.setdefault((model.name, rows, conns, name), []).append(result)
+                            cpu.setdefault((model.name, rows, conns, name), []).append(
+                                used * 1e6 / max(1.0, result.rps * max(1, round(args.duration))))
                             console.print(f"{model.name:6} rows={rows:<3} c={conns:<3} {name:8} {result.rps:9.0f} "
                                           f"req/s  p99 {result.p99_ms:7.2f} ms  errors {result.errors}")
             counters = parse(httpx.get(f"{shadowed.url}/metrics", timeout=10).text)
@@ -92,15 +112,15 @@ def main() -> int:
         finally:
             for proc in (shadowed, plain, candidate):
                 proc.stop()
-    report(results, copies, connections)
+    report(results, cpu, copies, connections)
     return 0
 
 
-def report(results: dict[tuple[str, int, int, str], list[Result]], copies: dict[str, tuple[int, int]],
-           connections: list[int]) -> None:
+def report(results: dict[tuple[str, int, int, str], list[Result]], cpu: dict[tuple[str, int, int, str], list[float]],
+           copies: dict[str, tuple[int, int]], connections: list[int]) -> None:
     table = Table(title="the live endpoint with a shadow at 100 % vs without (medians; ratio = shadowed / plain)")
     for column in ("model", "rows", "conns", "plain req/s", "shadowed req/s", "rps ratio", "plain p99 ms",
-                   "shadowed p99 ms", "p99 ratio", "errors"):
+                   "shadowed p99 ms", "p99 ratio", "CPU µs/req plain", "shadowed", "errors"):
         table.add_column(column, justify="left" if column == "model" else "right")
     worst_rps, worst_p99 = float("inf"), 0.0
     for model in copies:
@@ -111,9 +131,10 @@ def report(results: dict[tuple[str, int, int, str], list[Result]], copies: dict[
                 p99 = [statistics.median(r.p99_ms for r in runs) for runs in (plain, shadowed)]
                 worst_rps, worst_p99 = min(worst_rps, rps[1] / rps[0]), max(worst_p99, p99[1] / p99[0])
                 errors = sum(r.errors for r in plain + shadowed)
+                per = [statistics.median(cpu[(model, rows, conns, name)]) for name in ("plain", "shadowed")]
                 table.add_row(model, str(rows), str(conns), f"{rps[0]:,.0f}", f"{rps[1]:,.0f}",
                               f"{rps[1] / rps[0]:.2f}x", f"{p99[0]:.2f}", f"{p99[1]:.2f}", f"{p99[1] / p99[0]:.2f}",
-                              str(errors))
+                              f"{per[0]:.0f}", f"{per[1]:.0f}", str(errors))
         table.add_section()
     console.print(table)
     for model, (sent, dropped) in copies.items():

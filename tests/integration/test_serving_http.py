@@ -585,10 +585,10 @@ def test_a_shadow_that_hangs_or_is_down_changes_nothing_for_callers(
             for n in range(60):
                 assert client.post("/predict", json={"instances": [[n % 3]]}).json() == {"predictions": [min(n % 3, 1)]}
         if hanging:  # every answer came while the candidate had answered nothing: callers never waited on it
-            counters = shadow_counters(live, lambda c: c.shadow_dropped >= 52)
+            counters = shadow_counters(live, lambda c: c.shadow_dropped >= 51)
             assert hanging.accepted and counters.shadow_compared == counters.shadow_failed == 0
-            # the first call hangs (for 600 s), at most 4 copies in it and 4 queued: every other copy dropped
-            assert counters.shadow_dropped >= 52
+            # the first call hangs (for 600 s), at most 5 copies in it and 4 queued: every other copy dropped
+            assert counters.shadow_dropped >= 51
         else:
             counters = shadow_counters(live, lambda c: c.shadow_failed + c.shadow_dropped >= 60)
             assert counters.shadow_compared == 0 and counters.shadow_failed + counters.shadow_dropped == 60
