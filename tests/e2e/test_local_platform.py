@@ -200,6 +200,26 @@ def test_a_killed_platform_leaves_nothing_running_and_the_next_start_converges(
     assert not [pid for pid, mark in ownership.marked().items() if mark.startswith(f"{again.process.pid}:")]
 
 
+def test_sigterm_stops_the_platform_whichever_of_its_threads_receives_it(tmp_path: Path) -> None:
+    """A signal to the process may be delivered to any thread; Python runs the handler in the
+    main thread only. Sent here to one thread other than the main one (tgkill), every time."""
+    import ctypes
+
+    up = start_up(tmp_path, "--ephemeral")
+    try:
+        with up.client() as client:
+            assert client.get("/me").status_code == 200  # serving: every thread of the platform runs
+        threads = sorted(int(t) for t in os.listdir(f"/proc/{up.process.pid}/task") if int(t) != up.process.pid)
+        assert threads, "the platform runs threads beside the main one"
+        libc = ctypes.CDLL(None, use_errno=True)
+        sys_tgkill = 234  # x86_64
+        assert libc.syscall(sys_tgkill, up.process.pid, threads[-1], signal.SIGTERM) == 0, ctypes.get_errno()
+        assert up.process.wait(60) == 0, "\n".join(up.lines[-20:])
+        assert any("stopped" in line for line in up.lines[-5:]), up.lines[-5:]
+    finally:
+        up.stop()
+
+
 def test_a_second_start_on_the_same_state_directory_is_refused(tmp_path: Path) -> None:
     state = tmp_path / "state"
     up = start_up(tmp_path, "--persist", "--state-dir", str(state))

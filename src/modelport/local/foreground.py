@@ -47,7 +47,11 @@ def run(options: Options) -> int:
     try:
         starter = threading.Thread(target=_start_and_demo, args=(platform, interrupted), name="start", daemon=True)
         starter.start()
-        interrupted.wait()
+        # With a timeout: a process-directed signal may land on any of the platform's threads, and
+        # Python runs its handler only in the main thread, once that thread runs again; a wait
+        # without timeout would then never return (seen as `modelport up` ignoring SIGTERM).
+        while not interrupted.wait(0.25):
+            pass
         platform.say("stopping ...")
         if platform.error:
             code = 1
