@@ -348,11 +348,27 @@ def test_the_charts_draw_the_metrics_contract(platform: Up, browser: Browser, ir
             "strategy": "canary", "steps": [10, 50], "step_seconds": 60, "max_error_rate": 0.01, "min_requests": 50,
             "candidate_version_id": 99, "stable_version_id": record["version_id"], "step": 1, "state": "progressing",
             "started_at": at(minute), "step_started_at": at(minute), "reason": None, "weight": 50}
+        record["shadow"] = shadow
         route.fulfill(status=200, content_type="application/json", body=json.dumps(record))
+
+    shadow: dict[str, Any] = {"version_id": 98, "percent": 50, "tolerance": 1e-6, "state": "running",
+                              "started_at": at(minute), "stopped_at": None, "reason": None}
+
+    def shadow_route(route: Any) -> None:  # the shadow's report, and its stop (the record says so after)
+        if route.request.method == "DELETE":
+            shadow.update(state="stopped", reason="stopped by the owner")
+            record = route.fetch(method="GET").json()
+            route.fulfill(status=200, content_type="application/json", body=json.dumps({**record, "shadow": shadow}))
+            return
+        route.fulfill(status=200, content_type="application/json", body=json.dumps({
+            "deployment_id": deployment["id"], "shadow": shadow, "sampled_at": at(minute), "mirrored": 120,
+            "dropped": 2, "candidate_errors": 1, "rows_compared": 200, "agreement": 0.7, "proba_mean_abs_diff": None,
+            "live": {}, "candidate": {}, "copy_p50_ms": 1.0, "copy_p99_ms": 2.0}))
 
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.route(re.compile(rf".*/api/v1/deployments/{deployment['id']}/metrics\?.*"), fulfil)
     page.route(re.compile(rf".*/api/v1/deployments/{deployment['id']}$"), with_rollout)
+    page.route(re.compile(rf".*/api/v1/deployments/{deployment['id']}/shadow$"), shadow_route)
     sign_in(page, platform, platform.key)
     page.goto(f"{platform.api}/ui/#/deployments/{deployment['id']}")
     expect(page.locator("#traffic-summary")).to_have_text(re.compile(r"^42 requests, 3 errors in the last 1h"))
@@ -364,6 +380,12 @@ def test_the_charts_draw_the_metrics_contract(platform: Up, browser: Browser, ir
     assert "window=1h" in asked[0]
     expect(page.locator("#rollout-state")).to_have_text(re.compile(
         r"^Canary: version id 99 gets 50% of requests \(step 2 of 2: 10 → 50 %\)"))
+    expect(page.locator("#shadow-state")).to_have_text(
+        "Shadow: version id 98 gets a copy of 50% of requests. 120 mirrored, 2 dropped, 1 candidate errors; "
+        "agreement 70.0% of 200 rows.")
+    page.get_by_role("button", name="Stop shadow").click()
+    expect(page.locator("#shadow-state")).to_have_text("Last shadow of version id 98: stopped. stopped by the owner")
+    expect(page.get_by_role("button", name="Stop shadow")).to_be_hidden()
     traffic_shot(page, "charts-contract")
     page.get_by_label("Window").select_option("6h")
     answer["points"] = []

@@ -69,6 +69,13 @@ def add_version(client: httpx.Client, model_id: int, path: Path, trusted: list[s
     return int(version.json()["id"])
 
 
+def deployed(client: httpx.Client, path: Path) -> tuple[dict[str, Any], str, int]:
+    """``path`` uploaded and deployed, READY: the deployment as created, its predict URL, its model's id."""
+    created = upload_and_deploy(client, path)
+    url = wait_status(client, created["id"])["url"] + "/predict"
+    return created, url, int(client.get(f"/versions/{created['version_id']}").json()["model_id"])
+
+
 def until_rollout(client: httpx.Client, deployment_id: int, state: str, timeout: float = 120) -> dict[str, Any]:
     """The record once its canary ended in ``state`` and the deployer converged it (its message)."""
     deadline = time.monotonic() + timeout
@@ -92,10 +99,8 @@ def test_a_good_canary_promotes_through_every_step_without_a_failed_request_and_
     up = start_up(tmp_path, "--ephemeral", env_extra={"METRICS_SAMPLE_SECONDS": "0.5", "PYTHONPATH": str(ROOT)})
     try:
         with up.client() as client:
-            created = upload_and_deploy(client, stable_path)
+            created, url, model_id = deployed(client, stable_path)
             deployment_id = created["id"]
-            url = wait_status(client, deployment_id)["url"] + "/predict"
-            model_id = client.get(f"/versions/{created['version_id']}").json()["model_id"]
             good = add_version(client, model_id, candidate_path)
             bad = add_version(client, model_id, failing_path, trusted=[FAILING_GLOBAL])
             # decided on errors only: latency on a shared machine is no fixed fact (the rule is unit-tested)
@@ -200,10 +205,8 @@ def test_a_shadow_reports_its_agreement_callers_get_the_live_answers_and_stop_an
     up = start_up(tmp_path, "--ephemeral", env_extra={"METRICS_SAMPLE_SECONDS": "0.5"})
     try:
         with up.client() as client:
-            created = upload_and_deploy(client, live_path)
+            created, url, model_id = deployed(client, live_path)
             deployment_id = created["id"]
-            url = wait_status(client, deployment_id)["url"] + "/predict"
-            model_id = client.get(f"/versions/{created['version_id']}").json()["model_id"]
             candidate = add_version(client, model_id, candidate_path)
 
             # from the CLI, as a user would: it returns once the shadow runs

@@ -688,13 +688,43 @@ async function deploymentPage(mine, deploymentId) {
   windowSelect.addEventListener("change", () => loadMetrics().catch(() => {}));
 
   // --- the rollout / shadow place
-  // ROLLOUTS: the rollouts issue owns this section: starting a canary, promote/abort
-  // (POST /deployments/{id}/rollout/promote|abort), shadow traffic. For now it reads out the
-  // record's `rollout` (domain/rollouts.py Rollout); renderRollout(deployment) is the one place to change.
+  // Reads out the record's `rollout` and `shadow` (domain/rollouts.py) and, while a shadow runs,
+  // its report (GET /deployments/{id}/shadow); a running shadow can be stopped here. Starting a
+  // canary or a shadow is the CLI's and the API's (README, "Canaries and shadows").
   const rolloutState = h("p", { id: "rollout-state" }, "No rollout in progress.");
+  const shadowState = h("p", { id: "shadow-state" }, "No shadow.");
+  const shadowError = errorBox();
+  const stopShadowButton = h("button", { type: "button", class: "secondary", hidden: true }, "Stop shadow");
   const rolloutSlot = h("section", { class: "panel rollout-slot", id: "rollout", "aria-labelledby": "rollout-h" },
-    h("h2", { id: "rollout-h" }, "Rollout and shadow"), rolloutState);
+    h("h2", { id: "rollout-h" }, "Rollout and shadow"), rolloutState, shadowState, shadowError, stopShadowButton);
+  const percentOf = (share) => (share === null || share === undefined ? "–" : `${(share * 100).toFixed(1)}%`);
+  const renderShadow = async (d) => {
+    const s = d.shadow;
+    stopShadowButton.hidden = !(s && s.state === "running");
+    if (!s) { shadowState.textContent = "No shadow."; return; }
+    let text = s.state === "running"
+      ? `Shadow: version id ${s.version_id} gets a copy of ${s.percent}% of requests.`
+      : `Last shadow of version id ${s.version_id}: ${s.state}.${s.reason ? ` ${s.reason}` : ""}`;
+    if (s.state === "running") {
+      try {
+        const report = await api("GET", `/deployments/${d.id}/shadow`);
+        if (!current(mine)) return;
+        text += ` ${report.mirrored} mirrored, ${report.dropped} dropped, ${report.candidate_errors} candidate ` +
+          `errors; agreement ${percentOf(report.agreement)} of ${report.rows_compared} rows.`;
+      } catch (err) { /* the record's state alone; the next refresh tries again */ }
+    }
+    shadowState.textContent = text;
+  };
+  stopShadowButton.addEventListener("click", async () => {
+    shadowError.textContent = "";
+    try {
+      const d = await api("DELETE", `/deployments/${deploymentId}/shadow`);
+      announce(`Deployment ${deploymentId}: shadow stopped`);
+      show(d);
+    } catch (err) { showError(shadowError, err); }
+  });
   const renderRollout = (d) => {
+    renderShadow(d);
     const r = d.rollout;
     if (!r) { rolloutState.textContent = "No rollout in progress."; return; }
     const steps = (r.steps || []).join(" → ");
