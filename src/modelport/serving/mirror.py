@@ -50,7 +50,8 @@ log = logging.getLogger("modelport.serving.mirror")
 MAX_ROWS = 512  # rows per call to the candidate (one copy alone may have more)
 LINGER_SECONDS = 0.02  # how long copies gather before a call: one call carries many, cheap per copy
 
-class Shadow:
+
+class ShadowConnection:
     """One keep-alive HTTP/1.1 connection to the shadow's server, opened again when it closes.
 
     Not httpx (which the control plane uses): profiled with py-spy on a live server copying
@@ -122,7 +123,7 @@ class Mirror:
         if not config.mirror_url:
             raise ValueError("a mirror needs MIRROR_URL")
         self.url = config.mirror_url
-        self._shadow = Shadow(config.mirror_url)
+        self._shadow = ShadowConnection(config.mirror_url)
         self.percent = config.mirror_percent
         self.tolerance = config.mirror_tolerance
         self.timeout = config.mirror_timeout_seconds
