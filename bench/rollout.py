@@ -70,11 +70,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def server_pid(proc: ServerProcess) -> int:
-    """The model server's own pid (under taskset/chrt, which exec it, the same)."""
-    return proc.process.pid
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per measurement")
@@ -99,9 +94,10 @@ def main() -> int:
                 for conns in connections:
                     for _ in range(args.rounds):
                         for name, server in (("plain", plain), ("shadowed", shadowed)):  # alternating
-                            before = cpu_seconds(server_pid(server))
+                            pid = server.process.pid  # taskset and chrt exec the server: its own pid
+                            before = cpu_seconds(pid)
                             result = load(f"{server.url}/predict", body, conns, args.duration)
-                            used = cpu_seconds(server_pid(server)) - before
+                            used = cpu_seconds(pid) - before
                             results.setdefault((model.name, rows, conns, name), []).append(result)
                             cpu.setdefault((model.name, rows, conns, name), []).append(
                                 used * 1e6 / max(1.0, result.rps * max(1, round(args.duration))))

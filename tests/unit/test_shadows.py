@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from modelport.domain.errors import BadRequest, Conflict
+from modelport.domain.errors import BadRequest, Conflict, NotFound
 from modelport.domain.rollouts import CanaryRequest, RolloutState, ShadowRequest, ShadowState
 from modelport.domain.serving_metrics import Baseline, Counters, Sample, parse
 from modelport.services import deployments, rollouts, shadows
@@ -54,12 +54,12 @@ def test_shadows_are_refused_where_they_cannot_work(store: Store):
     with pytest.raises(BadRequest) as same:
         shadows.start_shadow(store, "alice", deployment.id, ShadowRequest(version_id=stable))
     assert same.value.code == "shadow_of_same_version"
-    with pytest.raises(Exception) as foreign:
+    with pytest.raises(NotFound) as foreign:  # another user's deployment looks like a missing one
         shadows.start_shadow(store, "bob", deployment.id, ShadowRequest(version_id=candidate))
-    assert getattr(foreign.value, "code", None) == "deployment_not_found"
-    with pytest.raises(Exception) as foreign_report:
+    assert foreign.value.code == "deployment_not_found"
+    with pytest.raises(NotFound) as foreign_report:
         shadows.shadow_report(store, "bob", deployment.id)
-    assert getattr(foreign_report.value, "code", None) == "deployment_not_found"
+    assert foreign_report.value.code == "deployment_not_found"
     with pytest.raises(Conflict) as no_shadow:
         shadows.shadow_report(store, "alice", deployment.id)
     assert no_shadow.value.code == "no_shadow"

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from aws_lambda_powertools import Logger
 
@@ -222,19 +222,8 @@ class Reconciler:
         if not rollout.progressing:
             self._remove_trial(stable.namespace, name)
             return None
-        candidate = self.store.find_version(rollout.candidate_version_id)
-        problem = None
-        if candidate is None or candidate.status != VersionStatus.READY or not candidate.s3_path:
-            problem = f"version {rollout.candidate_version_id} is no longer READY with an uploaded artifact"
-        else:
-            spec = build_spec(deployment, candidate, self.settings).model_copy(update={
-                "release": name, "canary_weight": rollout.weight,
-                "replicas": max(1, -(-deployment.replicas * rollout.weight // 100)),
-            })
-            try:
-                self._with_retries(f"deploy {name}", lambda: self.driver.deploy(spec))
-            except ClusterError as exc:
-                problem = f"the candidate did not start: {_describe(exc)}"
+        problem = self._install_trial(deployment, rollout.candidate_version_id, name, rollout.weight, "candidate",
+                                      canary_weight=rollout.weight)
         if problem is None:
             return None
         self._remove_trial(stable.namespace, name)
@@ -247,26 +236,32 @@ class Reconciler:
         """The shadow's release (no ingress, a share of the live replicas) ready before the live
         servers copy to it. One that cannot start ends the shadow (stopped, with the reason)."""
         name = shadow_release(deployment.k8s_service_name)
-        candidate = self.store.find_version(shadow.version_id)
-        if candidate is None or candidate.status != VersionStatus.READY or not candidate.s3_path:
-            problem = f"version {shadow.version_id} is no longer READY with an uploaded artifact"
-        else:
-            spec = build_spec(deployment, candidate, self.settings).model_copy(update={
-                "release": name, "ingress_enabled": False, "predict_token_sha256": None,
-                "mirrored_by": deployment.k8s_service_name,
-                "replicas": max(1, -(-deployment.replicas * shadow.percent // 100)),
-            })
-            try:
-                self._with_retries(f"deploy {name}", lambda: self.driver.deploy(spec))
-                return None
-            except ClusterError as exc:
-                problem = f"the shadow did not start: {_describe(exc)}"
+        problem = self._install_trial(deployment, shadow.version_id, name, shadow.percent, "shadow",
+                                      ingress_enabled=False, predict_token_sha256=None,
+                                      mirrored_by=deployment.k8s_service_name)
+        if problem is None:
+            return None
         self._remove_trial(deployment.namespace, name)
         ended = shadow.model_copy(update={"state": ShadowState.STOPPED, "reason": problem,
                                           "stopped_at": datetime.now(UTC)})
         if self.store.write_shadow(deployment, ended) is None:
             return Outcome(deployment.id, Action.SUPERSEDED, problem)
         return Outcome(deployment.id, Action.ROLLED_BACK, problem)  # its own stream record converges it
+
+    def _install_trial(self, deployment: Deployment, version_id: int, name: str, percent: int, what: str,
+                       **changes: Any) -> str | None:
+        """A canary's or shadow's release ``name`` of ``version_id``, with that share of the live
+        replicas (at least one) and ``changes`` to its spec; the problem when it cannot be, else None."""
+        candidate = self.store.find_version(version_id)
+        if candidate is None or candidate.status != VersionStatus.READY or not candidate.s3_path:
+            return f"version {version_id} is no longer READY with an uploaded artifact"
+        spec = build_spec(deployment, candidate, self.settings).model_copy(update={
+            "release": name, "replicas": max(1, -(-deployment.replicas * percent // 100)), **changes})
+        try:
+            self._with_retries(f"deploy {name}", lambda: self.driver.deploy(spec))
+        except ClusterError as exc:
+            return f"the {what} did not start: {_describe(exc)}"
+        return None
 
     def _remove_trial(self, namespace: str, name: str) -> None:
         """A canary's or shadow's release gone (idempotent); if the cluster refuses, the sweep's job."""

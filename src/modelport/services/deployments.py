@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from modelport.domain.entities import Deployment, DeploymentStatus
+from modelport.domain.entities import Deployment, DeploymentStatus, Version
 from modelport.domain.errors import BadRequest, Conflict, Invalid
 from modelport.settings import Settings
 from modelport.store.repository import Store
@@ -53,10 +53,38 @@ def ensure_changeable(deployment: Deployment) -> None:
         )
 
 
-def shadow_running(deployment: Deployment) -> str:
+def too_busy(deployment_id: int) -> Conflict:
+    """Every retry of a conditional write lost its race."""
+    return Conflict(f"deployment {deployment_id} is changing too fast; try again", code="concurrent_update")
+
+
+def rollout_in_progress(deployment: Deployment) -> Conflict:
+    assert deployment.rollout is not None
+    return Conflict(f"deployment {deployment.id} has a canary of version {deployment.rollout.candidate_version_id} "
+                    "in progress; promote or abort it first", code="rollout_in_progress")
+
+
+def shadow_running(deployment: Deployment) -> Conflict:
     assert deployment.shadow is not None
-    return (f"deployment {deployment.id} has a shadow of version {deployment.shadow.version_id} running; "
-            "promote it to a canary (POST .../shadow/promote) or stop it (DELETE .../shadow) first")
+    return Conflict(f"deployment {deployment.id} has a shadow of version {deployment.shadow.version_id} running; "
+                    "promote it to a canary (POST .../shadow/promote) or stop it (DELETE .../shadow) first",
+                    code="shadow_running")
+
+
+def ensure_converged(deployment: Deployment, what: str) -> None:
+    """READY and the deployer done with the last change: what a canary starts from."""
+    if deployment.status != DeploymentStatus.READY or deployment.observed_generation < deployment.generation:
+        raise Conflict(f"deployment {deployment.id} is {deployment.status.value}; {what} starts from a READY "
+                       "deployment", code="deployment_not_ready")
+
+
+def deployable_version(store: Store, owner: str, deployment: Deployment, version_id: int) -> Version:
+    """``version_id``, READY and of the deployment's model (a deployment serves one model)."""
+    version = store.ready_version(owner, version_id)
+    if version.model_id != deployment.model_id:
+        raise BadRequest(f"version {version_id} belongs to another model; a deployment serves one model",
+                         code="version_of_other_model")
+    return version
 
 
 def update_deployment(
@@ -71,28 +99,21 @@ def update_deployment(
         ensure_changeable(current)
         change_version = version_id is not None and version_id != current.version_id
         if change_version and current.rollout is not None and current.rollout.progressing:
-            raise Conflict(f"deployment {deployment_id} has a canary of version "
-                           f"{current.rollout.candidate_version_id} in progress; promote or abort it first",
-                           code="rollout_in_progress")
+            raise rollout_in_progress(current)
         if change_version and current.shadow is not None and current.shadow.running:
-            raise Conflict(shadow_running(current), code="shadow_running")
+            raise shadow_running(current)
         change_replicas = replicas is not None and replicas != current.replicas
         if not (change_version or change_replicas):
             return current
         if change_version:
             assert version_id is not None
-            new_version = store.ready_version(owner, version_id)
-            if new_version.model_id != current.model_id:
-                raise BadRequest(
-                    f"version {version_id} belongs to another model; a deployment serves one model",
-                    code="version_of_other_model",
-                )
+            deployable_version(store, owner, current, version_id)
         changed = store.change_deployment(
             current, replicas=replicas if change_replicas else None, version_id=version_id if change_version else None,
         )
         if changed is not None:
             return changed
-    raise Conflict(f"deployment {deployment_id} is changing too fast; try again", code="concurrent_update")
+    raise too_busy(deployment_id)
 
 
 def delete_deployment(store: Store, owner: str, deployment_id: int) -> Deployment:

@@ -23,7 +23,14 @@ from modelport.domain.entities import Deployment, DeploymentStatus
 from modelport.domain.errors import BadRequest, Conflict
 from modelport.domain.rollouts import CanaryRequest, Decision, Rollout, RolloutState, Verdict, canary_release, decide
 from modelport.domain.serving_metrics import total
-from modelport.services.deployments import CONCURRENT_WRITE_RETRIES, ensure_changeable, shadow_running
+from modelport.services.deployments import (
+    CONCURRENT_WRITE_RETRIES,
+    deployable_version,
+    ensure_changeable,
+    ensure_converged,
+    shadow_running,
+    too_busy,
+)
 from modelport.store.repository import Store
 
 logger = Logger(service="modelport")
@@ -41,24 +48,19 @@ def start_canary(store: Store, owner: str, deployment_id: int, version_id: int, 
                            f"{current.rollout.candidate_version_id}; promote or abort it first",
                            code="rollout_in_progress")
         if current.shadow is not None and current.shadow.running:
-            raise Conflict(shadow_running(current), code="shadow_running")
-        if current.status != DeploymentStatus.READY or current.observed_generation < current.generation:
-            raise Conflict(f"deployment {deployment_id} is {current.status.value}; a canary starts from a READY "
-                           "deployment", code="deployment_not_ready")
+            raise shadow_running(current)
+        ensure_converged(current, "a canary")
         if version_id == current.version_id:
             raise BadRequest(f"deployment {deployment_id} already serves version {version_id}",
                              code="canary_of_same_version")
-        version = store.ready_version(owner, version_id)
-        if version.model_id != current.model_id:
-            raise BadRequest(f"version {version_id} belongs to another model; a deployment serves one model",
-                             code="version_of_other_model")
+        deployable_version(store, owner, current, version_id)
         started = now or datetime.now(UTC)
         rollout = Rollout(**request.model_dump(), candidate_version_id=version_id,
                           stable_version_id=current.version_id, started_at=started, step_started_at=started)
         changed = store.write_rollout(current, rollout)
         if changed is not None:
             return changed
-    raise Conflict(f"deployment {deployment_id} is changing too fast; try again", code="concurrent_update")
+    raise too_busy(deployment_id)
 
 
 def _progressing(store: Store, owner: str, deployment_id: int) -> tuple[Deployment, Rollout]:
@@ -76,7 +78,7 @@ def promote(store: Store, owner: str, deployment_id: int) -> Deployment:
         changed = _apply(store, current, rollout, Verdict.PROMOTE, "promoted by the owner")
         if changed is not None:
             return changed
-    raise Conflict(f"deployment {deployment_id} is changing too fast; try again", code="concurrent_update")
+    raise too_busy(deployment_id)
 
 
 def abort(store: Store, owner: str, deployment_id: int) -> Deployment:
@@ -86,7 +88,7 @@ def abort(store: Store, owner: str, deployment_id: int) -> Deployment:
         changed = _apply(store, current, rollout, None, "aborted by the owner")
         if changed is not None:
             return changed
-    raise Conflict(f"deployment {deployment_id} is changing too fast; try again", code="concurrent_update")
+    raise too_busy(deployment_id)
 
 
 def _apply(store: Store, current: Deployment, rollout: Rollout, verdict: Verdict | None, reason: str, *,

@@ -27,12 +27,15 @@ from modelport.domain.entities import Deployment, DeploymentStatus
 from modelport.domain.errors import BadRequest, Conflict
 from modelport.domain.rollouts import CanaryRequest, Rollout, Shadow, ShadowRequest, ShadowState, shadow_release
 from modelport.domain.serving_metrics import Counters, Figures, quantile_ms
-from modelport.services.deployments import CONCURRENT_WRITE_RETRIES, ensure_changeable
+from modelport.services.deployments import (
+    CONCURRENT_WRITE_RETRIES,
+    deployable_version,
+    ensure_changeable,
+    ensure_converged,
+    rollout_in_progress,
+    too_busy,
+)
 from modelport.store.repository import Store
-
-
-def _busy(deployment_id: int) -> Conflict:
-    return Conflict(f"deployment {deployment_id} is changing too fast; try again", code="concurrent_update")
 
 
 def start_shadow(store: Store, owner: str, deployment_id: int, request: ShadowRequest, *,
@@ -45,24 +48,19 @@ def start_shadow(store: Store, owner: str, deployment_id: int, request: ShadowRe
                 == request:
             return current  # asked again: the same shadow
         if current.rollout is not None and current.rollout.progressing:
-            raise Conflict(f"deployment {deployment_id} has a canary of version "
-                           f"{current.rollout.candidate_version_id} in progress; promote or abort it first",
-                           code="rollout_in_progress")
+            raise rollout_in_progress(current)
         if current.status != DeploymentStatus.READY:
             raise Conflict(f"deployment {deployment_id} is {current.status.value}; a shadow starts on a READY "
                            "deployment", code="deployment_not_ready")
         if request.version_id == current.version_id:
             raise BadRequest(f"deployment {deployment_id} already serves version {request.version_id}; a shadow "
                              "runs another version beside it", code="shadow_of_same_version")
-        version = store.ready_version(owner, request.version_id)
-        if version.model_id != current.model_id:
-            raise BadRequest(f"version {request.version_id} belongs to another model; a deployment serves one "
-                             "model", code="version_of_other_model")
+        deployable_version(store, owner, current, request.version_id)
         shadow = Shadow(**request.model_dump(), started_at=now or datetime.now(UTC))
         changed = store.write_shadow(current, shadow)
         if changed is not None:
             return changed
-    raise _busy(deployment_id)
+    raise too_busy(deployment_id)
 
 
 def _running(store: Store, owner: str, deployment_id: int) -> tuple[Deployment, Shadow]:
@@ -82,7 +80,7 @@ def stop_shadow(store: Store, owner: str, deployment_id: int, *, reason: str = "
         changed = store.write_shadow(current, stopped)
         if changed is not None:
             return changed
-    raise _busy(deployment_id)
+    raise too_busy(deployment_id)
 
 
 def promote_shadow(store: Store, owner: str, deployment_id: int, request: CanaryRequest, *,
@@ -90,9 +88,7 @@ def promote_shadow(store: Store, owner: str, deployment_id: int, request: Canary
     """The shadow's version becomes a canary beside the stable one, in one write."""
     for _ in range(CONCURRENT_WRITE_RETRIES):
         current, shadow = _running(store, owner, deployment_id)
-        if current.status != DeploymentStatus.READY or current.observed_generation < current.generation:
-            raise Conflict(f"deployment {deployment_id} is {current.status.value}; a canary starts from a READY "
-                           "deployment", code="deployment_not_ready")
+        ensure_converged(current, "a canary")
         started = now or datetime.now(UTC)
         rollout = Rollout(**request.model_dump(), candidate_version_id=shadow.version_id,
                           stable_version_id=current.version_id, started_at=started, step_started_at=started)
@@ -101,7 +97,7 @@ def promote_shadow(store: Store, owner: str, deployment_id: int, request: Canary
         changed = store.write_shadow(current, promoted, rollout=rollout)
         if changed is not None:
             return changed
-    raise _busy(deployment_id)
+    raise too_busy(deployment_id)
 
 
 class ShadowReport(BaseModel):
