@@ -100,6 +100,13 @@ def test_deploy_serves_the_model_through_the_gateway(rig: Rig) -> None:
     # the other paths of the server are reachable under the deployment's URL too
     assert httpx.get(rig.url(1) + "/readyz").json() == {"ready": True}
     assert [r.release for r in rig.driver.list_releases()] == ["model-1-1700000000"]
+    # a local server is confined (serving/sandbox.py): it may write in the driver's cache only (its
+    # temporary directory is in there, never the machine's /tmp) and bind its own port only
+    sandbox = httpx.get(rig.url(1) + "/").json()["sandbox"]
+    assert sandbox["enforced"] is True
+    assert sandbox["writable"] == [rig.driver.extra_env["MODEL_CACHE_DIR"], str(rig.driver.tmp_dir)]
+    assert rig.driver.tmp_dir.is_relative_to(rig.driver.cache_dir)
+    assert len(sandbox["bind_ports"]) == 1
 
 
 def test_scale_up_and_down_without_a_failed_request(rig: Rig) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -312,6 +314,70 @@ def test_not_ready_until_loaded(models: dict[str, Any], tmp_path: Path) -> None:
             assert client.post("/predict", json={"instances": [[5.1, 3.5, 1.4, 0.2]]}).json() == {"predictions": [0]}
     finally:
         proc.stop()
+
+
+@pytest.fixture
+def breakout(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """What an escaping model aims at: a secret file, a place to write, a TCP listener, a
+    process to signal (all the test's own), and the trusted Escapee model that tries them."""
+    from tests.support.models import train_escapee
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    sleeper = subprocess.Popen(["sleep", "300"])  # noqa: S603, S607
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the machine's secret")
+    cache = tmp_path / "cache"
+    probe = {"secret": str(secret), "marker": str(tmp_path / "marker"), "port": listener.getsockname()[1],
+             "pid": sleeper.pid, "shell_marker": str(tmp_path / "shell-marker"),
+             "load_marker": str(cache / "written-while-loading")}
+    model = train_escapee(tmp_path / "escapee.joblib", probe)
+    try:
+        yield {"probe": probe, "model": model, "cache": cache, "listener": listener, "sleeper": sleeper}
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        listener.close()
+
+
+def _escape_attempts(tmp_path: Path, breakout: dict[str, Any], sandbox: str) -> tuple[list[int], dict[str, Any]]:
+    from tests.support.models import ESCAPEE_GLOBAL
+
+    server_tmp = tmp_path / f"server-tmp-{sandbox}"
+    server_tmp.mkdir()
+    proc = launch(tmp_path, str(breakout["model"]), name="iris", root_path=PREFIX,
+                  extra={"MODEL_TRUSTED_GLOBALS": ESCAPEE_GLOBAL, "MODEL_SANDBOX": sandbox, "TMPDIR": str(server_tmp)})
+    try:
+        with httpx.Client(base_url=proc.url, timeout=30) as client:
+            answered = client.post(f"{PREFIX}/predict", json={"instances": [[5.1, 3.5, 1.4, 0.2]]})
+            assert answered.status_code == 200, answered.text
+            return answered.json()["predictions"], client.get("/").json()["sandbox"]
+    finally:
+        proc.stop()
+
+
+def test_a_model_that_runs_code_finds_a_confined_server(tmp_path: Path, breakout: dict[str, Any]) -> None:
+    """Defence in depth behind the allow-list: code its owner trusted (or that got past the list)
+    can read no file of the machine, write nowhere but the server's cache (and nothing at all while
+    it is unpickled), connect to no port it was not given, signal no other process, and starts
+    nothing that can; the server still serves."""
+    probe, listener = breakout["probe"], breakout["listener"]
+    listener.settimeout(0)
+    predictions, sandbox = _escape_attempts(tmp_path, breakout, "required")
+    assert predictions == [0]
+    assert sandbox["enforced"] is True and sandbox["landlock_abi"] >= 1
+    assert sandbox["bind_ports"] and probe["port"] not in (sandbox["connect_ports"] or [])
+    for name in ("marker", "shell_marker", "load_marker"):
+        assert not Path(probe[name]).exists(), name
+    with pytest.raises(BlockingIOError):
+        listener.accept()  # nobody connected
+    assert breakout["sleeper"].poll() is None  # still alive: the signal never arrived
+
+    # the same model unconfined does all of it: the probes above can see an escape
+    predictions, sandbox = _escape_attempts(tmp_path, breakout, "off")
+    assert predictions == [1 + 2 + 4 + 8 + 16] and sandbox["enforced"] is False
+    assert Path(probe["marker"]).exists() and Path(probe["shell_marker"]).exists()
+    assert Path(probe["load_marker"]).exists()
+    breakout["sleeper"].wait(10)
 
 
 def test_hostile_model_is_refused_by_the_server_process(tmp_path: Path) -> None:

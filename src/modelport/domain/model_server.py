@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -85,6 +85,11 @@ class ServerConfig(BaseModel):
                                    description="copies waiting to be sent; one more is dropped and counted")
     mirror_timeout_seconds: float = Field(default=2.0, gt=0, alias="MIRROR_TIMEOUT_SECONDS")
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
+    sandbox: Literal["auto", "required", "off"] = Field(
+        default="auto", alias="MODEL_SANDBOX",
+        description="confine the server with Landlock and drop capabilities (serving/sandbox.py): auto where the "
+                    "kernel allows, required or refuse to serve, off",
+    )
     # the object store, as the server reaches it (the seed's names)
     s3_endpoint: str | None = Field(default=None, alias="MINIO_ENDPOINT", description="unset: AWS S3")
     s3_access_key: str | None = Field(default=None, alias="MINIO_ACCESS_KEY", repr=False)

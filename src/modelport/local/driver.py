@@ -114,6 +114,10 @@ class LocalProcessDriver:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir = self.state_dir / "logs"
         self.cache_dir = self.state_dir / "cache"
+        # the servers' temporary directory, inside the cache: a server confined by serving/sandbox.py
+        # may write there and in its cache only, never in the machine's /tmp
+        self.tmp_dir = self.cache_dir / "tmp"
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.argv = python_argv or server_argv(sys.executable)
         self.extra_env = dict(extra_env or {})
         self._releases: dict[tuple[str, str], LocalRelease] = {}
@@ -319,10 +323,10 @@ class LocalProcessDriver:
             return None
         return replicas[0].url
 
-    @staticmethod
-    def _base_env() -> dict[str, str]:
-        """This process's environment less every name a model server reads (its config is its own)."""
-        return {k: v for k, v in os.environ.items() if k not in ENV_NAMES}
+    def _base_env(self) -> dict[str, str]:
+        """This process's environment less every name a model server reads (its config is its own),
+        with the servers' own temporary directory."""
+        return {**{k: v for k, v in os.environ.items() if k not in ENV_NAMES}, "TMPDIR": str(self.tmp_dir)}
 
     def spawn(self, replica: Replica) -> None:
         """Start the replica's server: the standby takes it if one waits, else a fresh process."""

@@ -28,6 +28,7 @@ from modelport.serving import loading, metrics
 from modelport.serving.dataplane import DataPlane, Receive, Scope
 from modelport.serving.errors import Disconnected, InputError
 from modelport.serving.protocols import Codec, dumps, seed, v1, v2
+from modelport.serving.sandbox import Confinement
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -38,11 +39,11 @@ class App:
     """ASGI application serving one model."""
 
     def __init__(self, config: ServerConfig, *, autoload: bool = True,
-                 restart: Callable[[], object] | None = None) -> None:
+                 restart: Callable[[], object] | None = None, confinement: Confinement | None = None) -> None:
         self.config = config
         self.autoload = autoload
         self.restart = restart
-        self.plane = DataPlane(config)
+        self.plane = DataPlane(config, confinement)
         self._recorder = self.plane.recorder
         self._root = config.root_path
         self._name = config.model_name
@@ -74,7 +75,7 @@ class App:
             if message["type"] == "lifespan.startup":
                 if self.autoload:
                     loading.start(self.config, asyncio.get_running_loop(), self.plane.set_runner, self.plane.fail,
-                                  self.restart)
+                                  self.restart, self.plane.confinement)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.plane.stop()

@@ -28,6 +28,7 @@ from modelport.serving.batcher import Batcher
 from modelport.serving.errors import Disconnected, InputError
 from modelport.serving.mirror import Mirror
 from modelport.serving.protocols import dumps
+from modelport.serving.sandbox import Confinement
 
 if TYPE_CHECKING:
     from modelport.serving.protocols import Codec
@@ -41,8 +42,9 @@ ReadBody = Callable[[Scope, Receive], Awaitable[bytes]]
 
 
 class DataPlane:
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, confinement: Confinement | None = None) -> None:
         self.config = config
+        self.confinement = confinement or Confinement(mode=config.sandbox, reason="not confined by this process")
         self.name = config.model_name
         self.runner: Runner | None = None
         self.batcher: Batcher | None = None
@@ -99,7 +101,8 @@ class DataPlane:
         return {"ready": False, "reason": "loading"}
 
     def index(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"name": self.name, **self.readiness(), "protocols": ["seed", "v1", "v2"]}
+        body: dict[str, Any] = {"name": self.name, **self.readiness(), "protocols": ["seed", "v1", "v2"],
+                                "sandbox": self.confinement.describe()}
         if self.runner is not None:
             body["model"] = self.runner.v2_metadata()
             body["environment"] = self.runner.environment

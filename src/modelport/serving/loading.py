@@ -22,6 +22,7 @@ from modelport.domain.pickle_policy import PicklePolicy
 from modelport.serving.environment import Environment, prepare
 from modelport.serving.errors import ModelLoadError
 from modelport.serving.fetch import fetch
+from modelport.serving.sandbox import Confinement, confine_loader
 
 if TYPE_CHECKING:
     from modelport.serving.runtime import Runner
@@ -29,9 +30,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("modelport.serving")
 
 
-def load(config: ServerConfig, restart: Callable[[], object] | None = None) -> Runner:
+def load(config: ServerConfig, restart: Callable[[], object] | None = None,
+         confinement: Confinement | None = None) -> Runner:
     """Fetch the model (and requirements), prepare the environment, unpickle: the whole load.
-    ``restart``: see ``environment.prepare`` (a pre-warmed server's way to start afresh)."""
+    ``restart``: see ``environment.prepare`` (a pre-warmed server's way to start afresh).
+    ``confinement``: the process's (``sandbox.confine_process``); the unpickling then runs in a
+    thread that can write no file and open no TCP connection (``sandbox.confine_loader``)."""
     cache = Path(config.model_cache_dir)
     model_path = fetch(config.model_uri, what="model", cache_dir=cache, config=config, sha256=config.model_sha256,
                        version_id=config.model_version_id)
@@ -49,14 +53,17 @@ def load(config: ServerConfig, restart: Callable[[], object] | None = None) -> R
     # requirements environment is active (environment.prepare)
     from modelport.serving.runtime import load_model
 
+    if confinement is not None:
+        confine_loader(confinement)
     return load_model(model_path, config.model_name, environment.describe(), policy)
 
 
 def _load_in_thread(config: ServerConfig, loop: asyncio.AbstractEventLoop, on_loaded: Callable[[Runner], None],
-                    on_failed: Callable[[str], None], restart: Callable[[], object] | None) -> None:
+                    on_failed: Callable[[str], None], restart: Callable[[], object] | None,
+                    confinement: Confinement | None) -> None:
     started = time.perf_counter()
     try:
-        runner = load(config, restart)
+        runner = load(config, restart, confinement)
         runner.load_seconds = time.perf_counter() - started
     except ModelLoadError as exc:
         loop.call_soon_threadsafe(on_failed, exc.message)
@@ -70,7 +77,8 @@ def _load_in_thread(config: ServerConfig, loop: asyncio.AbstractEventLoop, on_lo
 
 
 def start(config: ServerConfig, loop: asyncio.AbstractEventLoop, on_loaded: Callable[[Runner], None],
-          on_failed: Callable[[str], None], restart: Callable[[], object] | None = None) -> None:
+          on_failed: Callable[[str], None], restart: Callable[[], object] | None = None,
+          confinement: Confinement | None = None) -> None:
     """Load in a daemon thread; report on ``loop``."""
-    threading.Thread(target=_load_in_thread, args=(config, loop, on_loaded, on_failed, restart),
+    threading.Thread(target=_load_in_thread, args=(config, loop, on_loaded, on_failed, restart, confinement),
                      name="model-loader", daemon=True).start()

@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -14,6 +14,7 @@ import uvicorn
 
 from modelport.domain.model_server import ServerConfig, failure_line
 from modelport.serving.asgi import App
+from modelport.serving.sandbox import SandboxUnavailable, confine_process
 
 
 class JsonFormatter(logging.Formatter):
@@ -41,11 +42,17 @@ def configure_logging(level: str) -> None:
     logging.getLogger("botocore").setLevel(logging.WARNING)
 
 
-def run(config: ServerConfig, restart: Callable[[], object] | None = None) -> int:
+def run(config: ServerConfig, restart: Callable[[], object] | None = None,
+        env: Mapping[str, str] | None = None) -> int:
     """Serve until stopped; 0 on a clean stop, 1 (after a ``failure_line`` on stderr) when the model
-    could not be loaded."""
+    could not be loaded or ``MODEL_SANDBOX=required`` cannot be had. ``env``: the environment the
+    server was given (``os.environ`` unless a standby took an order)."""
     configure_logging(config.log_level)
-    app = App(config, restart=restart)
+    try:  # before anything serves or loads: every thread and child from here on inherits it
+        confinement = confine_process(config, dict(os.environ if env is None else env))
+    except SandboxUnavailable as exc:
+        return _failed(config, str(exc))
+    app = App(config, restart=restart, confinement=confinement)
     server = uvicorn.Server(uvicorn.Config(
         app, host=config.host, port=config.port, loop="uvloop", http="httptools", lifespan="on",
         access_log=False, log_config=None, log_level=config.log_level.lower(), server_header=False,
@@ -63,12 +70,15 @@ def run(config: ServerConfig, restart: Callable[[], object] | None = None) -> in
     server.run()
     failure = app.plane.failure
     if failure is not None:
-        # the human line, then the contract's structured line the starter reads back (parse_failure)
-        print(f"modelport model server: cannot serve model '{config.model_name}': {failure}",
-              file=sys.stderr)
-        print(failure_line(failure), file=sys.stderr, flush=True)
-        return 1
+        return _failed(config, failure)
     return 0
+
+
+def _failed(config: ServerConfig, failure: str) -> int:
+    # the human line, then the contract's structured line the starter reads back (parse_failure)
+    print(f"modelport model server: cannot serve model '{config.model_name}': {failure}", file=sys.stderr)
+    print(failure_line(failure), file=sys.stderr, flush=True)
+    return 1
 
 
 def main() -> int:

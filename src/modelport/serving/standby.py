@@ -57,7 +57,7 @@ def main() -> int:
     except ValueError as exc:
         print(f"modelport model server: bad configuration: {exc}", file=sys.stderr)
         return 2
-    return server.run(config, restart=functools.partial(restart_fresh, env))
+    return server.run(config, restart=functools.partial(restart_fresh, env), env=env)
 
 
 def restart_fresh(env: Mapping[str, str]) -> NoReturn:
