@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,10 +55,8 @@ class Escapee(LogisticRegression):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        try:
+        with contextlib.suppress(OSError):
             Path(self.probe["load_marker"]).write_text("written while the model was unpickled")
-        except OSError:
-            pass
 
     def predict(self, X):  # type: ignore[no-untyped-def]  # noqa: N803 - scikit-learn's name
         import os
