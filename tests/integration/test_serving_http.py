@@ -597,6 +597,44 @@ def test_a_shadow_that_disagrees_on_a_known_share_is_reported_so(shadow_pair: di
     assert sum(counters.shadow_latency.values()) > 0  # the candidate's latency, measured per call
 
 
+def test_copies_of_every_protocol_are_compared(shadow_pair: dict[str, Any], tmp_path: Path) -> None:
+    """Seed and V1 bodies go to the shadow as the callers sent them; V2 bodies and flags in the
+    query string are re-encoded; all are compared the same way."""
+    live = launch(tmp_path, str(shadow_pair["root"] / "live.joblib"), name="live",
+                  extra={"MIRROR_URL": shadow_pair["candidate"].url})
+    rows = [[0.0], [2.0], [1.0], [2.0]]  # the two models disagree at x = 2
+    v2 = {"inputs": [{"name": "input-0", "shape": [4, 1], "datatype": "FP64", "data": [0.0, 2.0, 1.0, 2.0]}]}
+    try:
+        with httpx.Client(base_url=live.url, timeout=10) as client:
+            assert client.post("/predict", json={"instances": rows}).status_code == 200
+            assert client.post("/v1/models/live:predict", json={"instances": rows}).status_code == 200
+            assert client.post("/v2/models/live/infer", json=v2).status_code == 200
+            assert client.post("/predict?proba=true", json={"instances": rows}).status_code == 200
+            assert client.post("/predict", json={"inputs": rows, "parameters": {"proba": True}}).status_code == 200
+        counters = shadow_counters(live, lambda c: c.shadow_compared + c.shadow_failed + c.shadow_dropped >= 5)
+    finally:
+        live.stop()
+    assert (counters.shadow_compared, counters.shadow_failed, counters.shadow_dropped) == (5, 0, 0)
+    assert (counters.shadow_agreed, counters.shadow_disagreed) == (10, 10)
+    assert counters.shadow_proba_rows == 8
+
+
+def test_the_mirror_route_refuses_what_no_live_server_sends(shadow_pair: dict[str, Any]) -> None:
+    with httpx.Client(base_url=shadow_pair["candidate"].url, timeout=10) as client:
+        both = client.post("/mirror", json={"bodies": [{"instances": [[1.0]]}, {"instances": [[2.0]]}]})
+        assert both.status_code == 200 and both.json() == {"predictions": [1, 0]}
+        for body, message in [
+            ({"bodies": []}, "the body needs 'bodies'"),
+            ({"bodies": [[1.0]]}, "every entry of 'bodies' must be a seed request body"),
+            ({"bodies": [{"instances": [[1.0]]}, {"instances": [[1.0]], "parameters": {"proba": True}}]},
+             "the bodies ask for different model calls"),
+            ({"bodies": [{"instances": [[1.0]]}, {"instances": [[1.0, 2.0]]}]}, "expected 1 features per row"),
+        ]:
+            refused = client.post("/mirror", json=body)
+            assert refused.status_code == 400 and refused.json()["code"] == "bad_input", body
+            assert message in refused.json()["message"], refused.json()
+
+
 def test_a_shadow_at_half_gets_exactly_every_other_request(shadow_pair: dict[str, Any], tmp_path: Path) -> None:
     live = launch(tmp_path, str(shadow_pair["root"] / "live.joblib"), name="live",
                   extra={"MIRROR_URL": shadow_pair["candidate"].url, "MIRROR_PERCENT": "50"})

@@ -31,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, Field
 
 #: the model server's prediction endpoints (its health, metadata and /metrics answers do not count)
-PREDICTION_ENDPOINTS = frozenset({"predict", "v1_predict", "v2_infer"})
+PREDICTION_ENDPOINTS = frozenset({"predict", "v1_predict", "v2_infer", "mirror"})  # mirror: a shadow's copies
 REQUESTS = "modelport_requests"
 LATENCY = "modelport_request_duration_seconds"
 ROWS = "modelport_batch_rows"

@@ -9,6 +9,7 @@ protocol's codec (``protocols/``). Routes (every one also under ROOT_PATH, e.g.
 - KServe V1: ``GET /v1/models``, ``GET /v1/models/{name}``, ``POST /v1/models/{name}:predict``.
 - Open Inference Protocol V2: ``GET /v2``, ``/v2/health/live``, ``/v2/health/ready``,
   ``/v2/models/{name}[/versions/{v}]``, ``.../ready``, ``POST .../infer``.
+- a shadow's copies from its live server: ``POST /mirror`` (``protocols.mirror``).
 - ``GET /healthz`` (the process), ``GET /readyz`` (503 until the model is loaded), ``GET /metrics``.
 
 A load failure calls the data plane's ``on_failure`` (the server then exits non-zero with it).
@@ -27,7 +28,7 @@ from modelport.domain.model_server import ServerConfig
 from modelport.serving import loading, metrics
 from modelport.serving.dataplane import DataPlane, Receive, Scope
 from modelport.serving.errors import Disconnected, InputError
-from modelport.serving.protocols import Codec, dumps, seed, v1, v2
+from modelport.serving.protocols import Codec, dumps, mirror, seed, v1, v2
 from modelport.serving.sandbox import Confinement
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -51,9 +52,11 @@ class App:
         self._seed: Codec = seed.Codec(self._name)
         self._v1: Codec = v1.Codec(self._name)
         self._v2: Codec = v2.Codec(self._name)
+        self._mirror: Codec = mirror.Codec(self._name)
         self._read_body = self._body  # bound once: handed to the data plane on every request
         self._static: dict[str, Callable[..., Awaitable[None]]] = {
             "/predict": self._seed_predict,
+            "/mirror": self._mirror_predict,
             "/healthz": self._healthz,
             "/readyz": self._readyz,
             "/metrics": self._metrics,
@@ -189,6 +192,9 @@ class App:
 
     async def _seed_predict(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._predict(scope, receive, send, self._seed, "1")
+
+    async def _mirror_predict(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._predict(scope, receive, send, self._mirror, "1")
 
     async def _healthz(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._json(send, 200, {"live": True}, "health")

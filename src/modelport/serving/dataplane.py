@@ -137,7 +137,9 @@ class DataPlane:
                     result.append(await batcher.predict(matrix, proba))
             body = codec.encode(result, extra, runner, version)
             if self.mirror is not None:  # a shadow: a copy, queued; the answer never waits for it
-                self.mirror.offer(matrix, probas, (result,) if len(probas) == 1 else result)
+                # the caller's body goes as sent when the body alone says what was asked
+                as_sent = raw if codec.forwardable and not scope.get("query_string") else None
+                self.mirror.offer(as_sent, matrix, probas, (result,) if len(probas) == 1 else result)
         except InputError as exc:
             if not submitted:
                 batcher.gave_up()

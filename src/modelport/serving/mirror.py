@@ -5,18 +5,20 @@ Contract:
 - ``Mirror(config, classifier=...)`` exists only when ``config.mirror_url`` is set (the chart sets
   it to the shadow release's Service, the local driver to the shadow's process). ``start()`` on the
   event loop once the model is loaded, ``await stop()`` at shutdown.
-- ``offer(matrix, probas, results)`` after a 200 answer (the decoded rows, the model calls'
-  ``proba`` flags and their results): O(1) and never awaits, so a caller's answer never waits on
-  the candidate. Exactly ``mirror_percent`` of every 100 answered requests are copied (an
-  accumulator, evenly spread, no randomness); a copy that finds the bounded queue
-  (``mirror_queue_size``) full is counted ``dropped``.
+- ``offer(raw, matrix, probas, results)`` after a 200 answer (the caller's body when it can be
+  forwarded as sent, else None; the decoded rows, the model calls' ``proba`` flags and their
+  results): O(1) and never awaits, so a caller's answer never waits on the candidate. Exactly
+  ``mirror_percent`` of every 100 answered requests are copied (an accumulator, evenly spread, no
+  randomness); a copy that finds the bounded queue (``mirror_queue_size`` copies, and at most
+  ``MAX_QUEUED_BYTES`` of bodies) full is counted ``dropped``.
 - One sender task drains the queue: once a copy is queued it waits ``LINGER_SECONDS`` for more,
-  then sends what is queued (calls of up to ``MAX_ROWS`` rows) as one ``POST {mirror_url}/predict``
-  per ``proba`` flag (``{"instances": rows, "parameters": {"proba": flag}}``, the seed protocol
-  every model server speaks), with ``mirror_timeout_seconds``. Many copies per call is what keeps
-  copying cheap for the live server (one HTTP exchange and one vectorised comparison per call, not
-  per request). One call in flight at a time: a slow candidate fills the queue and copies are
-  dropped, never buffered without bound. The candidate's latency
+  then sends what is queued (calls of up to ``MAX_ROWS`` rows) as one ``POST {mirror_url}/mirror``
+  per ``proba`` flag (``protocols/mirror.py``: the callers' seed/V1 bodies spliced in byte for
+  byte, so the live server encodes no JSON for them; others as seed bodies it encodes), with
+  ``mirror_timeout_seconds``. Many copies per call is what keeps copying cheap for the live server
+  (one HTTP exchange and one vectorised comparison per call, not per request). One call in flight
+  at a time: a slow candidate fills the queue and copies are dropped, never buffered without
+  bound. The candidate's latency
   (``modelport_shadow_duration_seconds``) is per call, so of a batch of copies.
 - Counted per copied request (``modelport_shadow_copies{outcome}``): ``compared`` (the candidate
   answered 2xx with one prediction per row), ``failed`` (another status, a timeout, a refused
@@ -44,10 +46,12 @@ import orjson
 
 from modelport.domain.model_server import ServerConfig
 from modelport.serving import metrics
+from modelport.serving.protocols.mirror import splice
 
 log = logging.getLogger("modelport.serving.mirror")
 
 MAX_ROWS = 512  # rows per call to the candidate (one copy alone may have more)
+MAX_QUEUED_BYTES = 64 * 1024 * 1024  # request bodies waiting to be copied; more is dropped
 LINGER_SECONDS = 0.02  # how long copies gather before a call: one call carries many, cheap per copy
 
 
@@ -59,13 +63,13 @@ class ShadowConnection:
     this is asyncio's streams and httptools' response parser (uvicorn's, already in the image),
     a few µs a call."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, route: str = "/mirror") -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"MIRROR_URL must be http(s)://host[:port][/path], not {url!r}")
         self.host, self.tls = parts.hostname, parts.scheme == "https"
         self.port = parts.port or (443 if self.tls else 80)
-        path = parts.path.rstrip("/") + "/predict"
+        path = parts.path.rstrip("/") + route
         self._head = (f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
                       "Content-Length: ").encode()
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
@@ -114,8 +118,9 @@ class _Answer:
         self.complete = True
 
 
-#: one answered request: its rows, its model calls' ``proba`` flags and their live results
-Copy = tuple[np.ndarray, tuple[bool, ...], Sequence[Any]]
+#: one answered request: its body if it can be forwarded as sent, its rows, its model calls'
+#: ``proba`` flags and their live results
+Copy = tuple[bytes | None, np.ndarray, tuple[bool, ...], Sequence[Any]]
 
 
 class Mirror:
@@ -130,6 +135,7 @@ class Mirror:
         self.classifier = classifier
         self._share = 0
         self._queue: asyncio.Queue[Copy] = asyncio.Queue(config.mirror_queue_size)
+        self._queued_bytes = 0
         self._task: asyncio.Task[None] | None = None
         self._failing = False
         copies = metrics.SHADOW_COPIES
@@ -149,15 +155,21 @@ class Mirror:
 
     # --- on the request path ---------------------------------------------------------------------
 
-    def offer(self, matrix: np.ndarray, probas: tuple[bool, ...], results: Sequence[Any]) -> None:
+    def offer(self, raw: bytes | None, matrix: np.ndarray, probas: tuple[bool, ...], results: Sequence[Any]) -> None:
         self._share += self.percent
         if self._share < 100:
             return
         self._share -= 100
+        size = len(raw) if raw is not None else matrix.nbytes
+        if self._queued_bytes + size > MAX_QUEUED_BYTES:
+            self._dropped.inc()
+            return
         try:
-            self._queue.put_nowait((matrix, probas, results))
+            self._queue.put_nowait((raw, matrix, probas, results))
         except asyncio.QueueFull:
             self._dropped.inc()
+            return
+        self._queued_bytes += size
 
     # --- the sender ------------------------------------------------------------------------------
 
@@ -168,6 +180,8 @@ class Mirror:
             await asyncio.sleep(LINGER_SECONDS)
             while not queue.empty():
                 copies.append(queue.get_nowait())
+            self._queued_bytes -= sum(len(raw) if raw is not None else matrix.nbytes
+                                      for raw, matrix, _, _ in copies)
             for chunk in _chunks(copies):
                 try:
                     await self._send(chunk)
@@ -181,17 +195,19 @@ class Mirror:
         """One call per ``proba`` flag for these copies; all their rows compared at once."""
         failed: set[int] = set()
         for proba in (False, True):
-            numbers, matrices, results = [], [], []
-            for number, (matrix, flags, answers) in enumerate(copies):
+            numbers, bodies, results = [], [], []
+            rows = 0
+            for number, (raw, matrix, flags, answers) in enumerate(copies):
                 for flag, result in zip(flags, answers, strict=True):
                     if flag is proba:
                         numbers.append(number)
-                        matrices.append(matrix)
+                        # the caller's own body when it asked for this one call, else encoded
+                        bodies.append(raw if raw is not None and len(flags) == 1 else _body(matrix, proba))
                         results.append(result)
+                        rows += len(matrix)
             if not numbers:
                 continue
-            rows = matrices[0] if len(matrices) == 1 else np.concatenate(matrices)
-            answer = await self._call(rows, proba)
+            answer = await self._call(splice(bodies), rows)
             if answer is None:
                 failed.update(numbers)
                 continue
@@ -200,9 +216,9 @@ class Mirror:
         self._failed.inc(len(failed))
         self._compared.inc(len(copies) - len(failed))
 
-    async def _call(self, matrix: np.ndarray, proba: bool) -> list[Any] | None:
-        """The candidate's predictions for these rows, or None (counted as failed, logged once)."""
-        body = _body(matrix, proba)
+    async def _call(self, body: bytes, rows: int) -> list[Any] | None:
+        """The candidate's predictions for the ``rows`` rows of this body, or None (counted as
+        failed, logged once)."""
         started = time.perf_counter()
         try:
             status, content = await self._shadow.post(body, self.timeout)
@@ -212,7 +228,7 @@ class Mirror:
             if 200 <= status < 300:
                 metrics.SHADOW_LATENCY.observe(time.perf_counter() - started)
                 predictions = _predictions(content)
-                if predictions is not None and len(predictions) == len(matrix):
+                if predictions is not None and len(predictions) == rows:
                     self._recovered()
                     return predictions
                 problem = f"an answer without one prediction per row: {content[:200]!r}"
@@ -263,17 +279,17 @@ def _chunks(copies: list[Copy]) -> Iterator[list[Copy]]:
     chunk: list[Copy] = []
     rows = 0
     for copy in copies:
-        if chunk and rows + len(copy[0]) > MAX_ROWS:
+        if chunk and rows + len(copy[1]) > MAX_ROWS:
             yield chunk
             chunk, rows = [], 0
         chunk.append(copy)
-        rows += len(copy[0])
+        rows += len(copy[1])
     if chunk:
         yield chunk
 
 
 def _body(matrix: np.ndarray, proba: bool) -> bytes:
-    """The seed protocol's request; numeric rows straight from numpy, others as lists."""
+    """A seed request body for these rows; numeric rows straight from numpy, others as lists."""
     parameters = {"proba": proba}
     try:
         return orjson.dumps({"instances": np.ascontiguousarray(matrix), "parameters": parameters},

@@ -1,5 +1,6 @@
-"""The codecs: one module per protocol (``seed``, ``v1``, ``v2``), each a ``Codec`` that turns a
-request body into what the data plane predicts and the predictions into that protocol's answer.
+"""The codecs: one module per protocol (``seed``, ``v1``, ``v2``, and ``mirror``: a shadow's
+copies), each a ``Codec`` that turns a request body into what the data plane predicts and the
+predictions into that protocol's answer.
 
 Contract of a codec (``dataplane.DataPlane.predict`` is its only caller on the hot path):
 
@@ -11,6 +12,8 @@ Contract of a codec (``dataplane.DataPlane.predict`` is its only caller on the h
   named ("1" when it named none).
 - ``error(message, code) -> body``, ``not_ready`` (the encoded 503 body) and ``endpoint`` (the
   metrics label of its predict route).
+- ``forwardable``: its request bodies are seed bodies, which a live server's copies to a shadow
+  carry as they were sent (``mirror``).
 
 Codecs do no I/O and hold no state but the model name. ``dumps`` is the JSON every protocol speaks.
 """
@@ -59,6 +62,7 @@ class Codec(Protocol):
 
     endpoint: str
     not_ready: bytes
+    forwardable: bool
 
     def decode(self, payload: dict[str, Any], runner: Runner, query: bytes) -> tuple[Any, tuple[bool, ...], Any]: ...
 

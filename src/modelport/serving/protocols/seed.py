@@ -33,6 +33,7 @@ def encode_rows(result: Any, extra: Any, runner: Runner, version: str) -> Any:
 
 class Codec:
     endpoint = "predict"
+    forwardable = True
     decode = staticmethod(decode_rows)
     encode = staticmethod(encode_rows)
 

@@ -20,6 +20,7 @@ def model_ready(name: str) -> Any:
 
 class Codec:
     endpoint = "v1_predict"
+    forwardable = True
     decode = staticmethod(decode_rows)
     encode = staticmethod(encode_rows)
 

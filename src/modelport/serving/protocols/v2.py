@@ -66,6 +66,7 @@ def encode(result: Any, extra: Any, runner: Runner, version: str) -> Any:
 
 class Codec:
     endpoint = "v2_infer"
+    forwardable = False
     decode = staticmethod(decode)
     encode = staticmethod(encode)
 
