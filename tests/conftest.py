@@ -154,6 +154,7 @@ def container_cluster(docker_engine: docker.DockerClient, model_server_image: st
     kubelet = DockerKubelet(backoff_seconds=1.0, backoff_cap_seconds=8.0)
     emulator = KubeEmulator(tmp_path / "kube-cluster", kubelet=kubelet).start()
     ingress_url = emulator.start_ingress()
+    emulator.start_service_proxy(kubelet.gateway)  # Services by name, as pods reach them (ingress.ServiceProxy)
     yield ContainerCluster(emulator=emulator, kubelet=kubelet, ingress_url=ingress_url)
     kubelet.close()
     emulator.close()

@@ -272,10 +272,9 @@ def test_a_canary_is_its_own_release_the_ingress_splits_by_its_weight_and_promot
 def test_a_shadow_is_its_own_release_without_an_ingress_and_stopping_it_leaves_only_the_live_one(
     deployer: Deployer,
 ) -> None:
-    """The shadow's wiring through helm and real containers. The copies themselves are tested
-    between real processes (test_serving_http.py, the local platform's e2e): here they cannot
-    arrive, as the emulator has no kube-proxy or cluster DNS for the Service name the live pods
-    are given, so they are counted as failed, which shows too that callers never wait on them."""
+    """A shadow through helm and real containers: its own release, no Ingress; the live pods copy
+    to it by its Service's name (reached through the emulator's cluster DNS and kube-proxy
+    stand-ins) and count how it agrees; stopping it leaves only the live release."""
     stable, candidate = deployer.version("iris"), deployer.version("flipped")
     deployment = deployer.records.add_deployment(stable, replicas=1)
     deployer.reconciler.reconcile(deployment.id)
@@ -304,17 +303,21 @@ def test_a_shadow_is_its_own_release_without_an_ingress_and_stopping_it_leaves_o
     with httpx.Client(timeout=30) as client:
         for _ in range(10):
             assert client.post(url, json={"instances": IRIS_ROWS}).json()["predictions"] == deployer.models["answers"]
-    (shadow_pod,) = deployer.reconciler.driver.scrape(NS, name)
-    assert shadow_pod.text is not None and parse(shadow_pod.text).requests == 0  # no caller ever reaches it
     deadline = time.monotonic() + 60
     while True:
         (live_pod,) = deployer.reconciler.driver.scrape(NS, live_release)
         counters = parse(live_pod.text or "")
-        if counters.shadow_failed + counters.shadow_dropped == 10:
+        if counters.shadow_compared + counters.shadow_failed + counters.shadow_dropped == 10:
             break
         assert time.monotonic() < deadline, counters
         time.sleep(0.2)
-    assert counters.shadow_compared == 0
+    assert (counters.shadow_compared, counters.shadow_failed, counters.shadow_dropped) == (10, 0, 0)
+    # the flipped model answers 2 - label: it agrees on the rows labelled 1 only
+    agreeing = sum(1 for label in deployer.models["answers"] if label == 1)
+    assert (counters.shadow_agreed, counters.shadow_disagreed) == (10 * agreeing, 10 * (len(IRIS_ROWS) - agreeing))
+    (shadow_pod,) = deployer.reconciler.driver.scrape(NS, name)
+    assert shadow_pod.text is not None and 1 <= parse(shadow_pod.text).requests <= 10  # the copies, a few per call
+    assert 'endpoint="mirror"' in shadow_pod.text and 'endpoint="predict"' not in shadow_pod.text  # no caller's
 
     stopped = shadow.model_copy(update={"state": ShadowState.STOPPED, "reason": "stopped by the owner",
                                         "stopped_at": datetime.now(UTC)})

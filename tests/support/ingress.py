@@ -192,3 +192,27 @@ class IngressProxy:
             await self._runner.cleanup()
         if self._session is not None:
             await self._session.close()
+
+
+class ServiceProxy(IngressProxy):
+    """The kube-proxy and cluster DNS stand-in: what a pod reaches at a Service's name.
+
+    The kubelet stand-in maps every Service's DNS name to its network's gateway, where this
+    listens on the Services' port (the chart's 80); a request is routed by its ``Host`` (``svc``,
+    ``svc.ns``, ``svc.ns.svc[.cluster.local]``) to that Service's ready endpoints, as the ingress
+    routes (targetPort, round robin, 503 with no ready endpoint, 502 when it does not answer).
+    A bare name that two namespaces share is not routed (404): a real resolver would take the
+    pod's own namespace; the tests keep one namespace per cluster. HTTP only, which is all that
+    pods send one another here (a live model server's copies to its shadow).
+    """
+
+    def route(self, host: str, path: str, *, canary: bool = False) -> tuple[str, JsonObj, JsonObj] | None:
+        if canary:
+            return None
+        name, _, rest = host.partition(".")
+        namespace = rest.split(".", 1)[0] or None
+        services = [s for s in self.api.snapshot("", "v1", "services", namespace) if s["metadata"]["name"] == name]
+        if len(services) != 1:
+            return None
+        service = services[0]
+        return service["metadata"]["namespace"], {"name": name, "port": {"number": self.port}}, service

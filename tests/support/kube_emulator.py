@@ -535,6 +535,15 @@ class ApiServer(kmock.KubernetesEmulator):
 
         return asyncio.run_coroutine_threadsafe(read(), self.loop).result(timeout=30)
 
+    def list_objects(self, plural: str, namespace: str) -> list[JsonObj]:
+        """The stored core/v1 objects of a kind in a namespace, read on the loop from any other thread."""
+        assert self.loop is not None
+
+        async def read() -> list[JsonObj]:
+            return self.snapshot("", "v1", plural, namespace)
+
+        return asyncio.run_coroutine_threadsafe(read(), self.loop).result(timeout=30)
+
     @staticmethod
     def now() -> str:
         return _now()
@@ -970,6 +979,7 @@ class KubeEmulator:
         self.api: ApiServer = self._call(self._make_api(readiness, rollout_delay, kubelet))
         self._server: kmock.Server | None = None
         self._ingress: Any = None
+        self._service_proxy: Any = None
 
     async def _make_api(self, readiness: ReadinessPolicy, rollout_delay: float, kubelet: Any) -> ApiServer:
         api = ApiServer(readiness=readiness, rollout_delay=rollout_delay)
@@ -1031,8 +1041,19 @@ class KubeEmulator:
             self._call(self._ingress.start(host, port))
         return f"http://{host}:{self._ingress.port}"
 
+    def start_service_proxy(self, host: str, port: int = 80) -> None:
+        """Start the kube-proxy stand-in (ingress.ServiceProxy) on ``host:port`` (the kubelet
+        stand-in's gateway and the chart's Service port) on this emulator's loop."""
+        from tests.support.ingress import ServiceProxy
+
+        if self._service_proxy is None:
+            self._service_proxy = ServiceProxy(self.api)
+            self._call(self._service_proxy.start(host, port))
+
     def close(self) -> None:
         self.stop()
+        if self._service_proxy is not None:
+            self._call(self._service_proxy.stop())
         if self._ingress is not None:
             self._call(self._ingress.stop())
         self._call(self.api.__aexit__(None, None, None))

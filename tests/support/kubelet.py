@@ -28,7 +28,12 @@ machine's Docker Engine. For every Pod the emulated Deployment controller create
   the container's last log line as the termination message where the container asks for it
   (``terminationMessagePolicy: FallbackToLogsOnError``);
 - deleting the Pod stops its container (SIGTERM, then SIGKILL after the pod's
-  ``terminationGracePeriodSeconds``) and removes it.
+  ``terminationGracePeriodSeconds``) and removes it;
+- Service names as cluster DNS resolves them: this kubelet's pods run on a Docker network of
+  their own, and each container's ``/etc/hosts`` maps every Service of its namespace (``svc``,
+  ``svc.ns``, ``svc.ns.svc``, ``svc.ns.svc.cluster.local``, as they exist when it starts) to that
+  network's gateway (``gateway``), where the kube-proxy stand-in (``ingress.ServiceProxy``)
+  forwards to the Service's ready pods.
 
 What it does not do: multiple containers per pod, init containers, exec or TCP probes, volumes
 other than emptyDir, image pulls. A pod asking for them waits with a message saying so.
@@ -68,6 +73,9 @@ class PodSink(Protocol):
 
     def read_object(self, plural: str, namespace: str, name: str) -> JsonObj | None:
         """A stored core/v1 object (secrets, configmaps), from any thread."""
+
+    def list_objects(self, plural: str, namespace: str) -> list[JsonObj]:
+        """The stored core/v1 objects of a kind (services) in a namespace, from any thread."""
 
 
 class ConfigError(Exception):
@@ -402,13 +410,15 @@ class PodWorker(threading.Thread):
             mem_limit=config.mem_limit,
             nano_cpus=config.nano_cpus,
             working_dir=config.working_dir,
+            network=self.kubelet.network.name,
+            extra_hosts=self.kubelet.service_hosts(self.namespace),
             name=f"k8s_{self.container_name}_{self.pod_name}_{self.namespace}_{self.uid[:8]}_{self.state.restart_count}",
             labels={LABEL: self.kubelet.id, f"{LABEL}.pod": self.uid, f"{LABEL}.namespace": self.namespace},
             detach=True,
         )
         started = self._container.attrs.get("Created") or _now()
         self._container.reload()
-        address = self._container.attrs["NetworkSettings"]["IPAddress"]
+        address = self._container.attrs["NetworkSettings"]["Networks"][self.kubelet.network.name]["IPAddress"]
         self.state.pod_ip = address
         self.state.state = {"running": {"startedAt": _now()}}
         self.state.ready = self.state.started = False
@@ -531,9 +541,24 @@ class DockerKubelet:
         # set = restarts go ahead after their back-off; tests clear it to hold a crashed pod down
         self.restart_gate = threading.Event()
         self.restart_gate.set()
+        self.network = self.client.networks.create(f"modelport-kubelet-{self.id}", driver="bridge",
+                                                   labels={LABEL: self.id})
+        self.network.reload()
+        #: where this kubelet's pods reach the host, and where the Services' proxy listens
+        self.gateway: str = self.network.attrs["IPAM"]["Config"][0]["Gateway"]
 
     def attach(self, sink: PodSink) -> None:
         self.sink = sink
+
+    def service_hosts(self, namespace: str) -> dict[str, str]:
+        """The ``/etc/hosts`` entries of a container in ``namespace``: its Services' DNS names."""
+        hosts: dict[str, str] = {}
+        for service in self.sink.list_objects("services", namespace):
+            name = service["metadata"]["name"]
+            for alias in (name, f"{name}.{namespace}", f"{name}.{namespace}.svc",
+                          f"{name}.{namespace}.svc.cluster.local"):
+                hosts[alias] = self.gateway
+        return hosts
 
     def pod_added(self, pod: JsonObj) -> None:
         worker = PodWorker(self, pod)
@@ -581,6 +606,8 @@ class DockerKubelet:
         for container in self.containers(all=True):
             with contextlib.suppress(docker.errors.DockerException):
                 container.remove(force=True)
+        with contextlib.suppress(docker.errors.DockerException):
+            self.network.remove()
 
 
 class _Unattached:
@@ -588,5 +615,8 @@ class _Unattached:
         raise RuntimeError("the kubelet is not attached to an API server")
 
     def read_object(self, plural: str, namespace: str, name: str) -> JsonObj | None:
+        raise RuntimeError("the kubelet is not attached to an API server")
+
+    def list_objects(self, plural: str, namespace: str) -> list[JsonObj]:
         raise RuntimeError("the kubelet is not attached to an API server")
 
