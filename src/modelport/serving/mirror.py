@@ -63,13 +63,13 @@ class ShadowConnection:
     this is asyncio's streams and httptools' response parser (uvicorn's, already in the image),
     a few µs a call."""
 
-    def __init__(self, url: str, route: str = "/mirror") -> None:
+    def __init__(self, url: str) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"MIRROR_URL must be http(s)://host[:port][/path], not {url!r}")
         self.host, self.tls = parts.hostname, parts.scheme == "https"
         self.port = parts.port or (443 if self.tls else 80)
-        path = parts.path.rstrip("/") + route
+        path = parts.path.rstrip("/") + "/mirror"  # protocols/mirror.py
         self._head = (f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
                       "Content-Length: ").encode()
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
