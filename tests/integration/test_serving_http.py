@@ -619,6 +619,39 @@ def test_copies_of_every_protocol_are_compared(shadow_pair: dict[str, Any], tmp_
     assert counters.shadow_proba_rows == 8
 
 
+def test_copies_go_over_one_kept_alive_connection(shadow_pair: dict[str, Any]) -> None:
+    """The live server's client to its shadow keeps its connection open between calls (a new
+    connection per call cost the live server a connect and a socket each time)."""
+    from modelport.serving.mirror import ShadowConnection
+
+    async def calls() -> tuple[list[int], int]:
+        accepted = 0
+
+        async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal accepted
+            accepted += 1
+            host, port = shadow_pair["candidate"].url.removeprefix("http://").split(":")
+            up_reader, up_writer = await asyncio.open_connection(host, int(port))
+
+            async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+                while data := await source.read(65536):
+                    sink.write(data)
+                sink.close()
+
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+        server = await asyncio.start_server(relay, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        connection = ShadowConnection(f"http://127.0.0.1:{port}")
+        statuses = [(await connection.post(b'{"bodies":[{"instances":[[1.0]]}]}', 10))[0] for _ in range(5)]
+        connection.close()
+        server.close()
+        return statuses, accepted
+
+    statuses, accepted = asyncio.run(calls())
+    assert statuses == [200] * 5 and accepted == 1
+
+
 def test_the_mirror_route_refuses_what_no_live_server_sends(shadow_pair: dict[str, Any]) -> None:
     with httpx.Client(base_url=shadow_pair["candidate"].url, timeout=10) as client:
         both = client.post("/mirror", json={"bodies": [{"instances": [[1.0]]}, {"instances": [[2.0]]}]})

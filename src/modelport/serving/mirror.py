@@ -88,13 +88,13 @@ class ShadowConnection:
         reader, writer = self._streams
         writer.write(self._head + str(len(body)).encode() + b"\r\n\r\n" + body)
         answer = _Answer()
-        parser = httptools.HttpResponseParser(answer)
+        parser = answer.parser = httptools.HttpResponseParser(answer)
         while not answer.complete:
             data = await reader.read(262144)
             if not data:
                 raise ConnectionResetError("the shadow closed the connection")
             parser.feed_data(data)
-        if not parser.should_keep_alive():
+        if not answer.keep_alive:
             self.close()
         return parser.get_status_code(), b"".join(answer.body)
 
@@ -105,11 +105,18 @@ class ShadowConnection:
 
 
 class _Answer:
-    """httptools' callbacks: the body's parts and whether the message is complete."""
+    """httptools' callbacks: the body's parts, whether the connection stays open (asked of the
+    parser when the headers are in: once the message is complete it has forgotten) and whether the
+    message is complete."""
 
     def __init__(self) -> None:
+        self.parser: httptools.HttpResponseParser | None = None
         self.body: list[bytes] = []
+        self.keep_alive = False
         self.complete = False
+
+    def on_headers_complete(self) -> None:
+        self.keep_alive = self.parser is not None and self.parser.should_keep_alive()
 
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
