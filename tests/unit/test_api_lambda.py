@@ -80,3 +80,36 @@ def test_the_jwt_subject_is_the_owner(api: ModuleType):
     other["requestContext"]["authorizer"]["jwt"]["claims"]["sub"] = "auth0|someone-else"
     response = api.handler(other, LocalLambdaContext("api", 30))
     assert json.loads(response["body"])["items"] == []
+
+
+def test_the_openapi_document_is_complete_and_the_same_however_it_is_reached(api: ModuleType):
+    """FastAPI builds the document on its first request, and a route's effective context on the
+    first request that reaches its router: whichever comes first, /api/v1/openapi.json lists every
+    operation under /api/v1 with the same operation ids, and /docs loads it."""
+    from fastapi.routing import APIRoute
+
+    from modelport.api.app import API_PREFIX, create_app
+    from modelport.api.routers import deployments, models, versions
+
+    assert invoke(api, "api-list-models")[0] == 200  # routes reached before the document is built
+    status, served = invoke(api, "api-openapi")
+    assert status == 200
+    untouched = create_app(api.asgi.app.state.settings).openapi()  # built before any request
+    assert json.dumps(served, sort_keys=False) == json.dumps(untouched, sort_keys=False)
+
+    expected = {("get", f"{API_PREFIX}/me"), ("get", "/healthz")}
+    for router in (models.router, versions.router, deployments.router):
+        for route in router.routes:
+            assert isinstance(route, APIRoute)
+            expected |= {(method.lower(), API_PREFIX + route.path) for method in route.methods}
+    operations = {(method, path) for path, item in served["paths"].items() for method in item}
+    assert operations == expected
+    operation_ids = [op["operationId"] for item in served["paths"].values() for op in item.values()]
+    assert len(set(operation_ids)) == len(operation_ids)
+    assert all("_api_v1_" in op_id for op_id in operation_ids if op_id != "healthz_healthz_get")
+
+    docs = event("api-openapi")
+    docs["rawPath"] = docs["requestContext"]["http"]["path"] = "/docs"
+    docs["routeKey"] = "GET /docs"
+    response = api.handler(docs, LocalLambdaContext("api", 30))
+    assert response["statusCode"] == 200 and f"{API_PREFIX}/openapi.json" in response["body"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request
@@ -15,7 +16,12 @@ from modelport.store.repository import Store
 Owner = Annotated[str, Depends(current_owner)]
 
 
-def get_store(request: Request) -> Store:
+# The trivial getters are ``async def`` so that FastAPI calls them in the event loop: a plain
+# ``def`` dependency costs a hop to the thread pool on every request. The ones that may block (the
+# caller's key lookup, the object store's first client) stay plain functions and run in the pool.
+
+
+async def get_store(request: Request) -> Store:
     return request.app.state.store  # type: ignore[no-any-return]
 
 
@@ -26,11 +32,11 @@ def get_objects(request: Request) -> ObjectStore:
     return state.objects  # type: ignore[no-any-return]
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def get_idempotency(request: Request) -> Idempotency:
+async def get_idempotency(request: Request) -> Idempotency:
     return request.app.state.idempotency  # type: ignore[no-any-return]
 
 
@@ -44,13 +50,17 @@ ObjectsDep = Annotated[ObjectStore, Depends(get_objects)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
+@dataclass(frozen=True)
 class Paging:
-    def __init__(
-        self, settings: SettingsDep, limit: Annotated[int | None, Query(ge=1)] = None,
-        cursor: Annotated[str | None, Query(max_length=2048)] = None,
-    ) -> None:
-        self.limit = min(limit or settings.page_size_default, settings.page_size_max)
-        self.cursor = cursor
+    limit: int
+    cursor: str | None
 
 
-PagingDep = Annotated[Paging, Depends(Paging)]
+async def paging(
+    settings: SettingsDep, limit: Annotated[int | None, Query(ge=1)] = None,
+    cursor: Annotated[str | None, Query(max_length=2048)] = None,
+) -> Paging:
+    return Paging(limit=min(limit or settings.page_size_default, settings.page_size_max), cursor=cursor)
+
+
+PagingDep = Annotated[Paging, Depends(paging)]
