@@ -14,11 +14,11 @@ import sklearn
 from prometheus_client import REGISTRY
 from sklearn.datasets import load_iris
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, Perceptron, RidgeClassifier, SGDClassifier
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.svm import SVC
+from sklearn.svm import SVC, LinearSVC
 from sklearn.tree import DecisionTreeClassifier
 
 from modelport.domain.pickle_policy import PicklePolicy
@@ -217,6 +217,55 @@ def test_forest_direct_tree_path_is_identical(tmp_path: Path) -> None:
     assert np.array_equal(forest.predict(probe, True), forest.model.predict_proba(probe))
     assert forest.predict(probe, False).tolist() == forest.model.predict(probe).tolist()
     assert forest.output_datatype == "BYTES"
+
+
+@pytest.mark.parametrize(("make", "labels"), [
+    (lambda: LogisticRegression(max_iter=500), None),  # three classes: softmax
+    (lambda: LogisticRegression(max_iter=500), "binary"),  # two classes: expit
+    (lambda: LogisticRegression(max_iter=500), "strings"),
+    (lambda: LogisticRegression(max_iter=500, fit_intercept=False), None),
+    (lambda: SGDClassifier(random_state=0), None),  # predict direct, predict_proba absent
+    (lambda: Perceptron(), "binary"),
+    (lambda: LinearSVC(), None),
+])
+def test_linear_direct_path_is_identical(make: Callable[[], Any], labels: str | None, tmp_path: Path) -> None:
+    x, y = load_iris(return_X_y=True)
+    target: Any = y
+    if labels == "binary":
+        target = (y > 0).astype(int)
+    elif labels == "strings":
+        target = np.array(["setosa", "versicolor", "virginica"])[y]
+    path = tmp_path / "linear.joblib"
+    joblib.dump(make().fit(x, target), path)
+    runner = load_model(path, "linear")
+    assert runner.direct == "linear" and runner.fast is not None and runner.inline is True
+    assert runner.v2_metadata()["parameters"]["direct_path"] == "linear"
+    assert runner.v2_metadata()["parameters"]["direct_trees"] is False
+    probe = np.random.default_rng(5).normal(scale=4.0, size=(97, 4))
+    for rows in (probe, probe[:1], x):
+        assert runner.predict(rows, False).tolist() == runner.model.predict(rows).tolist()
+        if runner.has_proba:
+            assert np.array_equal(runner.predict(rows, True), runner.model.predict_proba(rows))
+
+
+def test_linear_direct_path_leaves_non_finite_input_to_the_model(runner: Runner) -> None:
+    assert runner.direct == "linear"
+    bad = np.array([[1.0, float("nan"), 2.0, 3.0]])
+    with pytest.raises(ValueError, match="NaN") as direct:
+        runner.predict(bad, False)
+    with pytest.raises(ValueError, match="NaN") as own:
+        runner.model.predict(bad)
+    assert str(direct.value) == str(own.value)
+    with pytest.raises(ValueError, match="infinity"):
+        runner.predict(np.array([[1.0, float("inf"), 2.0, 3.0]]), True)
+
+
+def test_a_linear_class_with_its_own_predict_keeps_it(tmp_path: Path) -> None:
+    x, y = load_iris(return_X_y=True)
+    path = tmp_path / "ridge.joblib"
+    joblib.dump(RidgeClassifier().fit(x, y), path)  # RidgeClassifier overrides predict
+    runner = load_model(path, "ridge")
+    assert runner.direct is None and runner.fast is None
 
 
 @pytest.mark.parametrize(("make", "inline"), [
