@@ -12,7 +12,11 @@ small asyncio/httpx client is used instead (slower, so numbers are lower for eve
 
 Servers, each on one process, all started before the first cell; then every cell (model, rows,
 connections) runs every server's load one after the other, in an order that rotates from cell to
-cell, so that drift on a shared machine hits all of them alike:
+cell, so that drift on a shared machine hits all of them alike. Before each load the script waits
+until every server is idle (an overloaded server keeps answering its backlog after wrk stops,
+which would otherwise land on the next server's load). By default (`--no-pin` to switch it off)
+every server runs on CPU 0 and wrk on CPU 1 (`taskset`), so the load generator never shares a
+core with the server it measures:
 
 - `reference` (the named limit, issue 14): `bench/reference_server.py`, 30 lines of Starlette on
   uvicorn (uvloop, httptools) that loads the same joblib and calls `predict` inline on the event
@@ -75,6 +79,8 @@ COMPETITORS = {
     "kserve": ["kserve==0.21.0", "joblib"],
 }
 console = Console(width=160)
+# `taskset` prefixes (--pin): every server on CPU 0, the load generator on CPU 1; empty: unpinned
+PINNING: dict[str, list[str]] = {"servers": [], "load": []}
 # modelport runs with a deployment token, as deployed; every server gets the header (the others ignore it)
 TOKEN = "bench-token"
 HEADERS = {"content-type": "application/json", "authorization": f"Bearer {TOKEN}"}
@@ -241,7 +247,7 @@ def start_server(server: str, model: Model, python: Path) -> Running:
         script.write_text(KSERVE_SERVER)
         argv = [str(python), str(script), model.name, str(model.path), str(port)]
     handle = open(log, "wb")  # noqa: SIM115 - the child owns it
-    process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT,
+    process = subprocess.Popen([*PINNING["servers"], *argv], cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT,
                                start_new_session=True)
     running = Running(server, process, port, log)
     ready = {"kserve": f"/v1/models/{model.name}", "reference": "/ready"}.get(server, "/v2/health/ready")
@@ -291,8 +297,8 @@ def run_wrk(url: str, body: bytes, connections: int, duration: float) -> Result:
             f'local f = io.open("{body_path}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
         )
         out = subprocess.run(
-            ["wrk", "-t", "1", "-c", str(connections), "-d", f"{max(1, round(duration))}s", "--latency",
-             "--timeout", "10s", "-s", str(script), url], capture_output=True, text=True, check=True,
+            [*PINNING["load"], "wrk", "-t", "1", "-c", str(connections), "-d", f"{max(1, round(duration))}s",
+             "--latency", "--timeout", "10s", "-s", str(script), url], capture_output=True, text=True, check=True,
         ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
@@ -332,6 +338,28 @@ def load(url: str, body: bytes, connections: int, duration: float) -> Result:
     return asyncio.run(_python_load(url, body, connections, duration))
 
 
+def cpu_ticks(pid: int) -> int:
+    """User + system CPU of a process (all its threads) in clock ticks; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+
+
+def wait_idle(processes: list[subprocess.Popen[bytes]], timeout: float = 30.0) -> None:
+    """Until every server is idle (at most 1 tick of CPU in 0.25 s): a server that was overloaded
+    keeps answering its backlog after wrk stops, which must not overlap the next server's load."""
+    deadline = time.monotonic() + timeout
+    before = [cpu_ticks(p.pid) for p in processes]
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        after = [cpu_ticks(p.pid) for p in processes]
+        if all(a - b <= 1 for a, b in zip(after, before, strict=True)):
+            return
+        before = after
+
+
 # --- the run ---------------------------------------------------------------------------------------------
 
 #: (server, protocol) loads of every cell; the reference speaks the seed protocol
@@ -354,7 +382,11 @@ def main() -> int:
     parser.add_argument("--models", default="iris,forest")
     parser.add_argument("--servers", default="reference,modelport,mlserver,kserve")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="leave servers and wrk unpinned (default: servers on CPU 0, wrk on CPU 1)")
     args = parser.parse_args()
+    if not args.no_pin and shutil.which("taskset") and len(os.sched_getaffinity(0)) >= 2:
+        PINNING["servers"], PINNING["load"] = ["taskset", "-c", "0"], ["taskset", "-c", "1"]
     connections = [int(c) for c in args.connections.split(",")]
     row_counts = [int(r) for r in args.rows.split(",")]
     servers = args.servers.split(",")
@@ -387,6 +419,7 @@ def main() -> int:
                     cell += 1
                     for server, protocol in loads[shift:] + loads[:shift]:
                         url = started[(server, model.name)].url + request_path(protocol, model)
+                        wait_idle([running.process for running in started.values()])
                         result = load(url, bodies[protocol], conns, args.duration)
                         results[(server, protocol, model.name, rows, conns)] = result
                         console.print(f"{server:9} {protocol:4} {model.name:6} rows={rows:<3} c={conns:<3} "
