@@ -342,6 +342,8 @@ async def _post(app: Any, path: str, body: bytes) -> tuple[int, Any]:
     return sent[0]["status"], orjson.loads(sent[1]["body"])
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 async def test_the_direct_linear_path_answers_odd_input_as_the_model_does(iris_file: Path) -> None:
     from modelport.domain.model_server import ServerConfig
     from modelport.serving.asgi import App
