@@ -1,27 +1,51 @@
-"""Model-server benchmark: modelport vs MLServer vs KServe on the same two models, one at a time.
+"""Model-server benchmark: modelport vs the bare Starlette limit vs KServe vs MLServer, cell by cell.
 
-    .venv/bin/python bench/serving.py [--duration 3] [--connections 1,16,64] [--servers modelport,mlserver,kserve]
+    .venv/bin/python bench/serving.py [--duration 3] [--connections 1,16,64] [--rows 1,100] [--models iris,forest]
+                                      [--servers reference,modelport,mlserver,kserve] [--json FILE]
+
+Wrap every run in `flock /tmp/modelport-bench.lock ...` (one benchmark at a time on a shared machine).
 
 Models (trained here with the project's scikit-learn): iris LogisticRegression (4 features) and a
 100-tree RandomForest on 20 features. Payloads: 1 row and 100 rows. Load: `wrk` (Debian package
 `wrk`) on loopback with 1, 16 and 64 keep-alive connections, a few seconds per cell; without wrk a
 small asyncio/httpx client is used instead (slower, so numbers are lower for everyone).
 
-Protocols are matched: modelport and KServe are driven with KServe V1
-(`POST /v1/models/{name}:predict`), modelport and MLServer with Open Inference V2
-(`POST /v2/models/{name}/infer`). Competitors run in their own virtualenvs under
-`.tools/bench-venvs/` (created here with uv; never the project's .venv), with their default
-settings except: KServe with gRPC and per-request latency logging off; MLServer with
-`parallel_workers: 0` (inference in its one process; its worker pool crashes on the uvloop that
-pip installs today); each on one process.
-KServe's sklearn runtime (`sklearnserver`) is not published on PyPI, so KServe runs a
-`kserve.Model` subclass that does what sklearnserver does (joblib.load, then predict on a numpy array).
+Servers, each on one process, all started before the first cell; then every cell (model, rows,
+connections) runs every server's load one after the other, in an order that rotates from cell to
+cell, so that drift on a shared machine hits all of them alike. Before each load the script waits
+until every server is idle (an overloaded server keeps answering its backlog after wrk stops,
+which would otherwise land on the next server's load). By default (`--no-pin` to switch it off)
+every server runs on CPU 0 and wrk on CPU 1 (`taskset`), so the load generator never shares a
+core with the server it measures:
+
+- `reference` (the named limit, issue 14): `bench/reference_server.py`, 30 lines of Starlette on
+  uvicorn (uvloop, httptools) that loads the same joblib and calls `predict` inline on the event
+  loop; no token, limits, metrics or input checks. It speaks the seed protocol (`POST /predict`
+  with `{"instances": [...]}`), in the project's own venv (the same uvicorn, uvloop, httptools,
+  numpy and scikit-learn as modelport).
+- `modelport` as deployed: a deployment token (every request carries `Authorization: Bearer`),
+  the body limit, metrics recording, input checks and micro-batching all on; driven with the seed
+  protocol (`/predict`), KServe V1 (`POST /v1/models/{name}:predict`) and Open Inference V2
+  (`POST /v2/models/{name}/infer`).
+- `kserve` with KServe V1 and `mlserver` with Open Inference V2, in their own virtualenvs under
+  `.tools/bench-venvs/` (created here with uv; never the project's .venv), with their default
+  settings except: KServe with gRPC and per-request latency logging off; MLServer with
+  `parallel_workers: 0` (inference in its one process; its worker pool crashes on the uvloop that
+  pip installs today). KServe's sklearn runtime (`sklearnserver`) is not published on PyPI, so
+  KServe runs a `kserve.Model` subclass that does what sklearnserver does (joblib.load, then
+  predict on a numpy array).
+
+Ratios, per cell and modelport protocol: `x ref` is modelport's req/s over the reference's (seed
+body for both; V2's body is a flat tensor, so its `x ref` compares across protocols), `x best`
+over the better of KServe and MLServer, and `p99 vs best` modelport's p99 over the lower p99 of
+the two (at most 1.00: no worse).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import re
@@ -54,7 +78,12 @@ COMPETITORS = {
     "mlserver": ["mlserver==1.7.1", "mlserver-sklearn==1.7.1"],
     "kserve": ["kserve==0.21.0", "joblib"],
 }
-console = Console(width=150)
+console = Console(width=160)
+# `taskset` prefixes (--pin): every server on CPU 0, the load generator on CPU 1; empty: unpinned
+PINNING: dict[str, list[str]] = {"servers": [], "load": []}
+# modelport runs with a deployment token, as deployed; every server gets the header (the others ignore it)
+TOKEN = "bench-token"
+HEADERS = {"content-type": "application/json", "authorization": f"Bearer {TOKEN}"}
 
 KSERVE_SERVER = textwrap.dedent(
     """
@@ -190,10 +219,13 @@ def start_server(server: str, model: Model, python: Path) -> Running:
     log = WORK / f"{server}-{model.name}.log"
     env = {**os.environ}
     cwd = REPO
-    if server == "modelport":
+    if server == "reference":
+        argv = [sys.executable, str(REPO / "bench" / "reference_server.py"), str(model.path), str(port)]
+    elif server == "modelport":
         argv = server_argv(sys.executable)
         env.update(ServerConfig(model_uri=str(model.path), model_name=model.name, port=port, log_level="WARNING",
-                                model_cache_dir=str(WORK / "cache")).to_env())
+                                model_cache_dir=str(WORK / "cache"),
+                                predict_token_sha256=hashlib.sha256(TOKEN.encode()).hexdigest()).to_env())
     elif server == "mlserver":
         folder = WORK / f"mlserver-{model.name}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -215,16 +247,16 @@ def start_server(server: str, model: Model, python: Path) -> Running:
         script.write_text(KSERVE_SERVER)
         argv = [str(python), str(script), model.name, str(model.path), str(port)]
     handle = open(log, "wb")  # noqa: SIM115 - the child owns it
-    process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT,
+    process = subprocess.Popen([*PINNING["servers"], *argv], cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT,
                                start_new_session=True)
     running = Running(server, process, port, log)
-    ready = f"/v1/models/{model.name}" if server == "kserve" else "/v2/health/ready"
+    ready = {"kserve": f"/v1/models/{model.name}", "reference": "/ready"}.get(server, "/v2/health/ready")
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{server} exited: {log.read_text()[-2000:]}")
         try:
-            if httpx.get(running.url + ready, timeout=2).status_code == 200:
+            if httpx.get(running.url + ready, timeout=2, headers=HEADERS).status_code == 200:
                 return running
         except httpx.HTTPError:
             pass
@@ -261,11 +293,12 @@ def run_wrk(url: str, body: bytes, connections: int, duration: float) -> Result:
         script = Path(tmp) / "post.lua"
         script.write_text(
             f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+            f'wrk.headers["Authorization"] = "{HEADERS["authorization"]}"\n'
             f'local f = io.open("{body_path}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
         )
         out = subprocess.run(
-            ["wrk", "-t", "1", "-c", str(connections), "-d", f"{max(1, round(duration))}s", "--latency",
-             "--timeout", "10s", "-s", str(script), url], capture_output=True, text=True, check=True,
+            [*PINNING["load"], "wrk", "-t", "1", "-c", str(connections), "-d", f"{max(1, round(duration))}s",
+             "--latency", "--timeout", "10s", "-s", str(script), url], capture_output=True, text=True, check=True,
         ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
@@ -288,7 +321,7 @@ async def _python_load(url: str, body: bytes, connections: int, duration: float)
             nonlocal errors
             while time.perf_counter() < stop_at:
                 started = time.perf_counter()
-                answer = await client.post(url, content=body, headers={"content-type": "application/json"})
+                answer = await client.post(url, content=body, headers=HEADERS)
                 latencies.append(time.perf_counter() - started)
                 errors += answer.status_code != 200
 
@@ -305,50 +338,97 @@ def load(url: str, body: bytes, connections: int, duration: float) -> Result:
     return asyncio.run(_python_load(url, body, connections, duration))
 
 
+def cpu_ticks(pid: int) -> int:
+    """User + system CPU of a process (all its threads) in clock ticks; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+
+
+def wait_idle(processes: list[subprocess.Popen[bytes]], timeout: float = 30.0) -> None:
+    """Until every server is idle (at most 1 tick of CPU in 0.25 s): a server that was overloaded
+    keeps answering its backlog after wrk stops, which must not overlap the next server's load."""
+    deadline = time.monotonic() + timeout
+    before = [cpu_ticks(p.pid) for p in processes]
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        after = [cpu_ticks(p.pid) for p in processes]
+        if all(a - b <= 1 for a, b in zip(after, before, strict=True)):
+            return
+        before = after
+
+
 # --- the run ---------------------------------------------------------------------------------------------
+
+#: (server, protocol) loads of every cell; the reference speaks the seed protocol
+LOADS = [("reference", "seed"), ("modelport", "seed"), ("modelport", "v1"), ("modelport", "v2"),
+         ("kserve", "v1"), ("mlserver", "v2")]
+COMPETITORS_PROTOCOL = {"kserve": "v1", "mlserver": "v2"}
+Key = tuple[str, str, str, int, int]  # server, protocol, model, rows, connections
+
+
+def request_path(protocol: str, model: Model) -> str:
+    return {"seed": "/predict", "v1": f"/v1/models/{model.name}:predict",
+            "v2": f"/v2/models/{model.name}/infer"}[protocol]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per cell")
     parser.add_argument("--connections", default="1,16,64")
-    parser.add_argument("--servers", default="modelport,mlserver,kserve")
+    parser.add_argument("--rows", default="1,100")
+    parser.add_argument("--models", default="iris,forest")
+    parser.add_argument("--servers", default="reference,modelport,mlserver,kserve")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="leave servers and wrk unpinned (default: servers on CPU 0, wrk on CPU 1)")
     args = parser.parse_args()
+    if not args.no_pin and shutil.which("taskset") and len(os.sched_getaffinity(0)) >= 2:
+        PINNING["servers"], PINNING["load"] = ["taskset", "-c", "0"], ["taskset", "-c", "1"]
     connections = [int(c) for c in args.connections.split(",")]
+    row_counts = [int(r) for r in args.rows.split(",")]
     servers = args.servers.split(",")
     if not shutil.which("wrk"):
         console.print("[yellow]wrk not found (apt-get install wrk): using the slower Python load generator[/yellow]")
-    models = train_models()
-    pythons: dict[str, Path | None] = {"modelport": Path(sys.executable)}
+    models = [m for m in train_models() if m.name in args.models.split(",")]
+    pythons: dict[str, Path | None] = {"modelport": Path(sys.executable), "reference": Path(sys.executable)}
     for name in servers:
-        if name != "modelport":
+        if name in COMPETITORS:
             pythons[name] = ensure_venv(name)
-    protocols = {"modelport": ["v1", "v2"], "kserve": ["v1"], "mlserver": ["v2"]}
-    results: dict[tuple[str, str, str, int, int], Result] = {}
-    for server in servers:
-        python = pythons.get(server)
-        if python is None:
-            continue
+    started: dict[tuple[str, str], Running] = {}
+    results: dict[Key, Result] = {}
+    try:
+        for server in servers:  # all up before the first cell: the cells then alternate between them
+            python = pythons.get(server)
+            if python is not None:
+                for model in models:
+                    started[(server, model.name)] = start_server(server, model, python)
+        cell = 0
         for model in models:
-            running = start_server(server, model, python)
-            try:
-                for protocol in protocols[server]:
-                    path = f"/v1/models/{model.name}:predict" if protocol == "v1" else f"/v2/models/{model.name}/infer"
-                    for rows in (1, 100):
-                        body = (v1_body if protocol == "v1" else v2_body)(model.x[:rows])
-                        check = httpx.post(running.url + path, content=body,
-                                           headers={"content-type": "application/json"}, timeout=30)
-                        check.raise_for_status()
-                        for conns in connections:
-                            result = load(running.url + path, body, conns, args.duration)
-                            results[(server, protocol, model.name, rows, conns)] = result
-                            console.print(f"{server:9} {protocol} {model.name:6} rows={rows:<3} c={conns:<3} "
-                                          f"{result.rps:9.0f} req/s  p50 {result.p50_ms:7.2f} ms  "
-                                          f"p99 {result.p99_ms:7.2f} ms  errors {result.errors}")
-            finally:
-                running.stop()
-    report(results, models, connections)
+            for rows in row_counts:
+                bodies = {"v2": v2_body(model.x[:rows])}
+                bodies["seed"] = bodies["v1"] = v1_body(model.x[:rows])
+                loads = [(s_, p) for s_, p in LOADS if (s_, model.name) in started]
+                for server, protocol in loads:  # each answers before it is timed
+                    url = started[(server, model.name)].url + request_path(protocol, model)
+                    httpx.post(url, content=bodies[protocol], headers=HEADERS, timeout=30).raise_for_status()
+                for conns in connections:
+                    shift = cell % len(loads)
+                    cell += 1
+                    for server, protocol in loads[shift:] + loads[:shift]:
+                        url = started[(server, model.name)].url + request_path(protocol, model)
+                        wait_idle([running.process for running in started.values()])
+                        result = load(url, bodies[protocol], conns, args.duration)
+                        results[(server, protocol, model.name, rows, conns)] = result
+                        console.print(f"{server:9} {protocol:4} {model.name:6} rows={rows:<3} c={conns:<3} "
+                                      f"{result.rps:9.0f} req/s  p50 {result.p50_ms:7.2f} ms  "
+                                      f"p99 {result.p99_ms:7.2f} ms  errors {result.errors}")
+    finally:
+        for running in started.values():
+            running.stop()
+    report(results, models, row_counts, connections)
     if args.json:
         args.json.write_text(json.dumps([
             {"server": k[0], "protocol": k[1], "model": k[2], "rows": k[3], "connections": k[4], **vars(v)}
@@ -357,42 +437,65 @@ def main() -> int:
     return 0
 
 
-def report(results: dict[tuple[str, str, str, int, int], Result], models: list[Model], connections: list[int]) -> None:
-    table = Table(title="model servers on loopback (wrk): req/s, p50/p99 latency; ratio = modelport / other")
+def _best_other(results: dict[Key, Result], model: str, rows: int, conns: int) -> tuple[Result | None, float]:
+    """The better competitor's result (by req/s) and the lower of their p99s."""
+    others = [r for s, p in COMPETITORS_PROTOCOL.items() if (r := results.get((s, p, model, rows, conns)))]
+    if not others:
+        return None, float("nan")
+    return max(others, key=lambda r: r.rps), min(r.p99_ms for r in others)
+
+
+def report(results: dict[Key, Result], models: list[Model], row_counts: list[int], connections: list[int]) -> None:
+    table = Table(title="model servers on loopback (wrk): req/s, p50/p99 latency; "
+                        "x ref = modelport / reference req/s, x best = modelport / better of KServe and MLServer, "
+                        "p99 vs best = modelport p99 / lower competitor p99")
     for column in ("model", "rows", "conns", "server", "proto", "req/s", "p50 ms", "p99 ms", "err",
-                   "rps ratio", "p99 ratio"):
+                   "x ref", "x best", "p99 vs best"):
         table.add_column(column, justify="right" if column not in ("model", "server", "proto") else "left")
-    competitor_protocol = {"kserve": "v1", "mlserver": "v2"}
+    worst: dict[str, list[float]] = {"x ref": [], "x best": [], "p99 vs best": []}
+    misses: list[str] = []
     for model in models:
-        for rows in (1, 100):
+        for rows in row_counts:
             for conns in connections:
-                for server in ("modelport", "kserve", "mlserver"):
-                    for protocol in ("v1", "v2"):
-                        result = results.get((server, protocol, model.name, rows, conns))
-                        if result is None:
-                            continue
-                        ratio, p99_ratio = "", ""
-                        if server != "modelport" and protocol == competitor_protocol[server]:
-                            ours = results.get(("modelport", protocol, model.name, rows, conns))
-                            if ours is not None:
-                                ratio = f"{ours.rps / result.rps:.1f}x"
-                                p99_ratio = f"{ours.p99_ms / result.p99_ms:.2f}"
-                        table.add_row(model.name, str(rows), str(conns), server, protocol, f"{result.rps:,.0f}",
-                                      f"{result.p50_ms:.2f}", f"{result.p99_ms:.2f}", str(result.errors),
-                                      ratio, p99_ratio)
+                reference = results.get(("reference", "seed", model.name, rows, conns))
+                best, best_p99 = _best_other(results, model.name, rows, conns)
+                for server, protocol in LOADS:
+                    result = results.get((server, protocol, model.name, rows, conns))
+                    if result is None:
+                        continue
+                    x_ref = x_best = p99_best = ""
+                    if server == "modelport":
+                        where = f"{model.name} rows={rows} c={conns} {protocol}"
+                        if reference is not None:
+                            ratio = result.rps / reference.rps
+                            worst["x ref"].append(ratio)
+                            x_ref = f"{ratio:.2f}x"
+                            if ratio < 1.0:
+                                misses.append(f"{where}: {ratio:.2f}x the reference")
+                        if best is not None:
+                            ratio, p99_ratio = result.rps / best.rps, result.p99_ms / best_p99
+                            worst["x best"].append(ratio)
+                            worst["p99 vs best"].append(p99_ratio)
+                            x_best, p99_best = f"{ratio:.1f}x", f"{p99_ratio:.2f}"
+                            if ratio < 2.0:
+                                misses.append(f"{where}: {ratio:.2f}x the better competitor")
+                            if p99_ratio > 1.0:
+                                misses.append(f"{where}: p99 {result.p99_ms:.2f} ms against {best_p99:.2f} ms")
+                        if result.errors:
+                            misses.append(f"{where}: {result.errors} errors")
+                    table.add_row(model.name, str(rows), str(conns), server, protocol, f"{result.rps:,.0f}",
+                                  f"{result.p50_ms:.2f}", f"{result.p99_ms:.2f}", str(result.errors),
+                                  x_ref, x_best, p99_best)
                 table.add_section()
     console.print(table)
-    # The target: single-row cases at least 2x the best competitor (each on its own protocol), p99 no worse.
-    for model in models:
-        for conns in connections:
-            best = max(((s, results.get((s, p, model.name, 1, conns))) for s, p in competitor_protocol.items()),
-                       key=lambda item: item[1].rps if item[1] else 0.0)
-            ours = max((results.get(("modelport", p, model.name, 1, conns)) for p in ("v1", "v2")),
-                       key=lambda r: r.rps if r else 0.0)
-            if best[1] and ours:
-                console.print(f"single row, {model.name}, c={conns}: modelport {ours.rps:,.0f} req/s vs best other "
-                              f"({best[0]}) {best[1].rps:,.0f} -> {ours.rps / best[1].rps:.1f}x; p99 "
-                              f"{ours.p99_ms:.2f} vs {best[1].p99_ms:.2f} ms")
+    # issue 14's goals: >= 1.0x the reference and >= 2x the better competitor with a p99 no worse, every cell
+    if worst["x ref"]:
+        console.print(f"modelport vs the Starlette reference: worst {min(worst['x ref']):.2f}x, "
+                      f"best {max(worst['x ref']):.2f}x over {len(worst['x ref'])} cells x protocols")
+    if worst["x best"]:
+        console.print(f"modelport vs the better of KServe and MLServer: worst {min(worst['x best']):.1f}x, "
+                      f"best {max(worst['x best']):.1f}x; p99 ratio worst {max(worst['p99 vs best']):.2f}")
+    console.print("every cell meets the goals" if not misses else "cells short of the goals:\n  " + "\n  ".join(misses))
 
 
 if __name__ == "__main__":

@@ -9,16 +9,17 @@ from typing import Any
 
 import joblib
 import numpy as np
+import orjson
 import pytest
 import sklearn
 from prometheus_client import REGISTRY
 from sklearn.datasets import load_iris
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, Perceptron, RidgeClassifier, SGDClassifier
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.svm import SVC
+from sklearn.svm import SVC, LinearSVC
 from sklearn.tree import DecisionTreeClassifier
 
 from modelport.domain.pickle_policy import PicklePolicy
@@ -219,6 +220,55 @@ def test_forest_direct_tree_path_is_identical(tmp_path: Path) -> None:
     assert forest.output_datatype == "BYTES"
 
 
+@pytest.mark.parametrize(("make", "labels"), [
+    (lambda: LogisticRegression(max_iter=500), None),  # three classes: softmax
+    (lambda: LogisticRegression(max_iter=500), "binary"),  # two classes: expit
+    (lambda: LogisticRegression(max_iter=500), "strings"),
+    (lambda: LogisticRegression(max_iter=500, fit_intercept=False), None),
+    (lambda: SGDClassifier(random_state=0), None),  # predict direct, predict_proba absent
+    (lambda: Perceptron(), "binary"),
+    (lambda: LinearSVC(), None),
+])
+def test_linear_direct_path_is_identical(make: Callable[[], Any], labels: str | None, tmp_path: Path) -> None:
+    x, y = load_iris(return_X_y=True)
+    target: Any = y
+    if labels == "binary":
+        target = (y > 0).astype(int)
+    elif labels == "strings":
+        target = np.array(["setosa", "versicolor", "virginica"])[y]
+    path = tmp_path / "linear.joblib"
+    joblib.dump(make().fit(x, target), path)
+    runner = load_model(path, "linear")
+    assert runner.direct == "linear" and runner.fast is not None and runner.inline is True
+    assert runner.v2_metadata()["parameters"]["direct_path"] == "linear"
+    assert runner.v2_metadata()["parameters"]["direct_trees"] is False
+    probe = np.random.default_rng(5).normal(scale=4.0, size=(97, 4))
+    for rows in (probe, probe[:1], x):
+        assert runner.predict(rows, False).tolist() == runner.model.predict(rows).tolist()
+        if runner.has_proba:
+            assert np.array_equal(runner.predict(rows, True), runner.model.predict_proba(rows))
+
+
+def test_linear_direct_path_leaves_non_finite_input_to_the_model(runner: Runner) -> None:
+    assert runner.direct == "linear"
+    bad = np.array([[1.0, float("nan"), 2.0, 3.0]])
+    with pytest.raises(ValueError, match="NaN") as direct:
+        runner.predict(bad, False)
+    with pytest.raises(ValueError, match="NaN") as own:
+        runner.model.predict(bad)
+    assert str(direct.value) == str(own.value)
+    with pytest.raises(ValueError, match="infinity"):
+        runner.predict(np.array([[1.0, float("inf"), 2.0, 3.0]]), True)
+
+
+def test_a_linear_class_with_its_own_predict_keeps_it(tmp_path: Path) -> None:
+    x, y = load_iris(return_X_y=True)
+    path = tmp_path / "ridge.joblib"
+    joblib.dump(RidgeClassifier().fit(x, y), path)  # RidgeClassifier overrides predict
+    runner = load_model(path, "ridge")
+    assert runner.direct is None and runner.fast is None
+
+
 @pytest.mark.parametrize(("make", "inline"), [
     (lambda: LogisticRegression(max_iter=500), True),
     (lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)), True),
@@ -241,3 +291,83 @@ def test_where_predictions_run_follows_the_model_never_a_timing(
     runner = load_model(path, "m")
     assert runner.inline is inline
     assert runner.v2_metadata()["parameters"]["predicts_on"] == ("event loop" if inline else "worker thread")
+
+
+# --- the direct linear path over HTTP: the same answers and the same errors as the model's own ---------
+
+ODD_ROWS: list[bytes] = [
+    b'{"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}',
+    b'{"inputs": [[5.1, 3.5, 1.4, 0.2]], "parameters": {"proba": true}}',
+    b'{"instances": [[1, 2, 3, 4], [1, 2]]}',  # ragged
+    b'{"instances": [["a", 2, 3, 4]]}',  # a string
+    b'{"instances": [["1.5", 2, 3, 4]]}',  # a number in a string
+    b'{"instances": [[true, 2, 3, 4]]}',
+    b'{"instances": [[null, 2, 3, 4]]}',
+    b'{"instances": [[NaN, 2, 3, 4]]}',  # not JSON
+    b'{"instances": [[1e400, 2, 3, 4]]}',  # beyond float64: not JSON for orjson
+    b'{"instances": [[1e308, 1e308, -1e308, 1e308]], "parameters": {"proba": true}}',  # scores overflow
+    b'{"instances": [[1e308, 1e308, -1e308, 1e308]]}',
+    b'{"instances": [[123456789012345678901234567890, 0, 0, 0]]}',  # a huge integer
+    b'{"instances": [[-0.0, 0, 0, 0]]}',
+    b'{"instances": []}',
+    b'{"instances": [[]]}',
+    b'{"instances": [1, 2, 3, 4]}',  # flat
+    b'{"instances": [[[1, 2, 3, 4]]]}',  # 3-D
+    b'{"instances": [[1, 2, 3]]}',  # too few features
+    b'{"instances": [{"a": 1}]}',  # objects without feature names
+    b'{"instances": "rows"}',
+    b'{"rows": [[1, 2, 3, 4]]}',
+    b'[1, 2]',
+    b'{"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP64", "data": [1, 2, 3, 4, 5, 6, 7, 8]}], "id": "a"}',
+    b'{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [1, 2, 3]}], "id": "a"}',
+    b'{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [1, 2, "x", 4]}], "id": "a"}',
+    b'{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [1e308, 1e308, -1e308, 1e308]}],'
+    b' "outputs": [{"name": "predict_proba"}, {"name": "output-0"}], "id": "a"}',
+]
+
+
+async def _post(app: Any, path: str, body: bytes) -> tuple[int, Any]:
+    sent: list[dict[str, Any]] = []
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": path, "query_string": b"",
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}
+    await app(scope, receive, send)
+    return sent[0]["status"], orjson.loads(sent[1]["body"])
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+async def test_the_direct_linear_path_answers_odd_input_as_the_model_does(iris_file: Path) -> None:
+    from modelport.domain.model_server import ServerConfig
+    from modelport.serving.asgi import App
+
+    app = App(ServerConfig(model_uri=str(iris_file), model_name="iris"), autoload=False)
+    runner = load_model(iris_file, "iris")
+    assert runner.direct == "linear"
+    app.plane.set_runner(runner)
+    try:
+        for path in ("/predict", "/v1/models/iris:predict", "/v2/models/iris/infer"):
+            for body in ODD_ROWS:
+                runner.fast = None  # the model's own predict and predict_proba
+                own = await _post(app, path, body)
+                runner.fast = _direct_fast(iris_file)
+                direct = await _post(app, path, body)
+                assert direct == own, (path, body)
+                assert own[0] in (200, 400), (path, body, own)  # never a 500
+                if own[0] == 400 and path == "/predict":
+                    assert own[1]["code"] in ("bad_input",), (body, own)
+    finally:
+        await app.plane.stop()
+
+
+def _direct_fast(path: Path) -> Any:
+    fast = load_model(path, "iris").fast
+    assert fast is not None
+    return fast

@@ -32,7 +32,8 @@ log = logging.getLogger("modelport.serving")
 # at load time must not change how a server behaves; issue 14): on the event loop when one row
 # costs a few array operations (linear models, naive Bayes, one tree, discriminant analysis,
 # scaling, imputation and selection steps, and pipelines of only those), and the forests of the
-# direct tree path up to INLINE_MAX_TREES trees (about 3 us a tree a row); everything else
+# direct tree path up to INLINE_MAX_TREES trees (about 3 us a tree a row), and linear classifiers
+# on the direct linear path (one matrix product; LinearSVC too); everything else
 # (other ensembles, neighbours, kernels, networks, unknown estimators) in a worker thread, so the
 # event loop keeps reading and batching requests while the model computes.
 INLINE_FAMILIES = (
@@ -78,8 +79,10 @@ class Runner:
     warnings: list[str] = field(default_factory=list)
     environment: dict[str, object] = field(default_factory=dict)
     _feature_index: dict[str, int] | None = None
-    # (predict, predict_proba) that give bit-for-bit the model's own answers, faster (see _forest_fast_path)
+    # (predict, predict_proba) that give bit-for-bit the model's own answers, faster (see _direct_path);
+    # ``direct`` names which: "trees" (_forest_fast_path) or "linear" (_linear_fast_path)
     fast: tuple[Predictor, Predictor] | None = None
+    direct: str | None = None
 
     # --- input -----------------------------------------------------------------------------
 
@@ -209,7 +212,8 @@ class Runner:
         if self.has_proba:
             outputs.append({"name": "predict_proba", "datatype": self.proba_datatype,
                             "shape": [-1, len(self.classes) if self.classes is not None else -1]})
-        parameters: dict[str, Any] = {"model_type": self.model_type, "direct_trees": self.fast is not None,
+        parameters: dict[str, Any] = {"model_type": self.model_type, "direct_trees": self.direct == "trees",
+                                      "direct_path": self.direct,
                                       "predicts_on": "event loop" if self.inline else "worker thread"}
         if self.classes is not None:
             parameters["classes"] = self.classes
@@ -417,21 +421,101 @@ def _forest_fast_path(model: Any) -> tuple[Predictor, Predictor] | None:
     return predict, predict_proba
 
 
+def _linear_fast_path(model: Any) -> tuple[Predictor, Predictor] | None:
+    """scikit-learn linear classifiers without their per-call input validation.
+
+    ``LogisticRegression.predict`` on one row spends about 100 us in scikit-learn's validation
+    (array-API namespace and dataframe detection, feature-name checks) around one matrix product
+    of a few us; on the model server that was the largest single cost of a small request (issue
+    14). This path does the estimator's own arithmetic on the float64 matrix the runtime already
+    checked (shape, numeric, feature count): ``X @ coef_.T + intercept_``, then the same class
+    choice (sign for two classes, argmax otherwise) and, for ``LogisticRegression`` only, the
+    same probabilities (``expit`` and OvR normalisation for two classes, ``softmax`` otherwise).
+    A matrix with NaN or infinity goes to the model's own method, so its error is the model's.
+    Taken only by classes that keep ``LinearClassifierMixin``'s ``predict`` and
+    ``decision_function``, and used only after it matched the model bit for bit at load time
+    (``_verify_fast_path``); without a direct ``predict_proba`` the model's own is used.
+    """
+    try:  # imported here: scikit-learn is the model's package (its requirements), not the server's
+        from scipy.special import expit
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.linear_model._base import LinearClassifierMixin
+    except ImportError:
+        return None
+    kind = type(model)
+    if getattr(kind, "predict", None) is not LinearClassifierMixin.predict \
+            or getattr(kind, "decision_function", None) is not LinearClassifierMixin.decision_function:
+        return None
+    coef, intercept, classes = (getattr(model, name, None) for name in ("coef_", "intercept_", "classes_"))
+    if not isinstance(coef, np.ndarray) or coef.ndim != 2 or coef.dtype != np.float64 \
+            or not isinstance(classes, np.ndarray) or intercept is None:
+        return None
+    coef_t = coef.T
+    own_predict = model.predict
+    own_proba = getattr(model, "predict_proba", None)
+    binary = coef.shape[0] == 1
+
+    def scores(matrix: np.ndarray) -> np.ndarray:
+        return np.asarray(matrix @ coef_t + intercept)
+
+    def predict(matrix: np.ndarray) -> np.ndarray:
+        if not np.isfinite(matrix).all():
+            return np.asarray(own_predict(matrix))  # the model's own refusal
+        decision = scores(matrix)
+        indices = (decision.ravel() > 0).astype(np.intp) if binary else decision.argmax(axis=1)
+        return np.asarray(classes.take(indices, axis=0))
+
+    def predict_proba(matrix: np.ndarray) -> np.ndarray:
+        if own_proba is None:
+            raise AttributeError(f"{kind.__name__} has no predict_proba")
+        if kind is not LogisticRegression or not np.isfinite(matrix).all():
+            return np.asarray(own_proba(matrix))
+        decision = scores(matrix)
+        if binary:
+            positive = expit(decision.ravel())
+            return np.stack([1 - positive, positive], axis=1)
+        if len(classes) <= 2:  # two classes with two rows of coefficients: not this shape of model
+            return np.asarray(own_proba(matrix))
+        decision -= decision.max(axis=1).reshape(-1, 1)
+        np.exp(decision, out=decision)
+        decision /= decision.sum(axis=1).reshape(-1, 1)
+        return decision
+
+    return predict, predict_proba
+
+
+def _direct_path(model: Any) -> tuple[str, tuple[Predictor, Predictor]] | None:
+    """The direct path for this model, if there is one: ("trees" | "linear", (predict, predict_proba))."""
+    forest = _forest_fast_path(model)
+    if forest is not None:
+        return "trees", forest
+    linear = _linear_fast_path(model)
+    if linear is not None:
+        return "linear", linear
+    return None
+
+
 def _verify_fast_path(runner: Runner) -> None:
-    fast = _forest_fast_path(runner.model)
-    if fast is None or runner.n_features is None:
+    found = _direct_path(runner.model)
+    if found is None or runner.n_features is None:
         return
+    kind, fast = found
     rng = np.random.default_rng(0)
     probe = np.vstack([np.zeros((1, runner.n_features)), rng.normal(scale=3.0, size=(255, runner.n_features))])
+    model = runner.model
     try:
-        same = np.array_equal(fast[1](probe), runner.model.predict_proba(probe)) and np.array_equal(
-            fast[0](probe), runner.model.predict(probe)
+        # the whole probe and its first row alone (a one-row request is the common case)
+        same = all(
+            np.array_equal(fast[0](rows), model.predict(rows))
+            and (not runner.has_proba or np.array_equal(fast[1](rows), model.predict_proba(rows)))
+            for rows in (probe, probe[:1], probe[1:2])
         )
     except Exception:  # noqa: BLE001 - then the model's own methods are used
         same = False
     if same:
-        runner.fast = fast
-        log.info("using the direct tree path for %s (verified identical on %d rows)", runner.model_type, len(probe))
+        runner.fast, runner.direct = fast, kind
+        log.info("using the direct %s path for %s (verified identical on %d rows)", kind, runner.model_type,
+                 len(probe))
 
 
 def _warm_up(runner: Runner, notes: str) -> None:
@@ -460,8 +544,10 @@ def _warm_up(runner: Runner, notes: str) -> None:
 
 def runs_inline(runner: Runner) -> bool:
     """Whether this model predicts on the event loop (the rule above INLINE_FAMILIES)."""
-    if runner.fast is not None:
+    if runner.direct == "trees":
         return len(getattr(runner.model, "estimators_", ())) <= INLINE_MAX_TREES
+    if runner.direct == "linear":  # one matrix product, whatever module the class lives in (LinearSVC)
+        return True
     return _cheap(runner.model)
 
 
