@@ -15,10 +15,9 @@ In a cluster the shadow's pods run elsewhere; here every process shares the mach
 shadow's own predictions do not take the live server's CPU, the two live servers are pinned to
 CPU 0 and the candidate and the load generator to the other CPUs (where there are at least 2),
 the candidate at the idle priority (`chrt --idle 0`) so that it gets only what the load
-generator leaves: what is measured is what copying costs the live server (handing each copy to its
-shadow sender, a nice-19 process beside it on the same CPU, which sends, reads and compares), which
-is what a caller could notice; the CPU column adds the sender's CPU to the live server's. A
-candidate that cannot keep up shows as copies dropped (printed below the table), as it would in a cluster.
+generator leaves: what is measured is what copying costs the live server (queueing, the calls it sends,
+comparing), which is what a caller could notice. A candidate that cannot keep up shows as copies
+dropped (printed below the table), as it would in a cluster.
 """
 
 from __future__ import annotations
@@ -66,12 +65,9 @@ def launch(name: str, model: Model, cpus: set[int], extra: dict[str, str] | None
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time so far of a process and its children (/proc/PID/stat): a shadowed
-    live server's shadow sender (serving/shadow_sender.py) is part of what copying costs."""
+    """User + system CPU time of a process so far (/proc/PID/stat)."""
     fields = open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()  # noqa: SIM115, PTH123
-    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    children = open(f"/proc/{pid}/task/{pid}/children").read().split()  # noqa: SIM115, PTH123
-    return own + sum(cpu_seconds(int(child)) for child in children)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> int:
