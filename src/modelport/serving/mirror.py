@@ -50,7 +50,10 @@ from modelport.serving.protocols.mirror import splice
 
 log = logging.getLogger("modelport.serving.mirror")
 
-MAX_ROWS = 512  # rows per call to the candidate (one copy alone may have more)
+# rows per call to the candidate (one copy alone may have more). bench/rollout.py, iris with 100-row
+# requests at one connection: 512 -> 0.48x req/s, p99 0.8 ms, 2.7 % of copies dropped (the sender
+# waited on too many calls); 2048 -> 0.59x, 1.5 ms, none dropped; 4096 -> 0.64x, 2.4 ms (bigger bursts)
+MAX_ROWS = 2048
 MAX_QUEUED_BYTES = 64 * 1024 * 1024  # request bodies waiting to be copied; more is dropped
 LINGER_SECONDS = 0.02  # how long copies gather before a call: one call carries many, cheap per copy
 
