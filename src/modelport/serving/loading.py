@@ -22,7 +22,7 @@ from modelport.domain.pickle_policy import PicklePolicy
 from modelport.serving.environment import Environment, prepare
 from modelport.serving.errors import ModelLoadError
 from modelport.serving.fetch import fetch
-from modelport.serving.sandbox import Confinement, confine_loader
+from modelport.serving.sandbox import Confinement, SandboxUnavailable, confine_loader
 
 if TYPE_CHECKING:
     from modelport.serving.runtime import Runner
@@ -54,7 +54,10 @@ def load(config: ServerConfig, restart: Callable[[], object] | None = None,
     from modelport.serving.runtime import load_model
 
     if confinement is not None:
-        confine_loader(confinement)
+        try:
+            confine_loader(confinement)
+        except SandboxUnavailable as exc:
+            raise ModelLoadError(str(exc)) from None
     return load_model(model_path, config.model_name, environment.describe(), policy)
 
 

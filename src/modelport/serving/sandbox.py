@@ -235,6 +235,10 @@ def confine_process(config: ServerConfig, env: dict[str, str]) -> Confinement:
     ports = connect_ports(config, env)
     try:
         dropped = drop_capabilities()
+    except OSError as exc:  # a thread that may not change its own capabilities: Landlock still applies
+        log.warning("capabilities not dropped: %s", exc)
+        dropped = False
+    try:
         with Ruleset(handled_net=TCP, scoped=Scope.SIGNAL | Scope.ABSTRACT_UNIX_SOCKET) as ruleset:
             for path in read_paths(config):
                 _allow(ruleset, path, READ)
@@ -269,5 +273,10 @@ def confine_loader(confinement: Confinement) -> None:
     (on top of ``confine_process``; a no-op where that did not confine)."""
     if not confinement.enforced:
         return
-    with Ruleset(handled_fs=WRITE, handled_net=TCP) as ruleset:
-        ruleset.restrict()
+    try:
+        with Ruleset(handled_fs=WRITE, handled_net=TCP) as ruleset:
+            ruleset.restrict()
+    except OSError as exc:  # e.g. Landlock's limit of 16 layers after many restarts in one process
+        if confinement.mode == "required":
+            raise SandboxUnavailable(f"MODEL_SANDBOX=required, but the loader cannot be confined: {exc}") from exc
+        log.warning("the loading thread is confined by the process's layer only: %s", exc)
