@@ -31,7 +31,7 @@ import time
 import httpx
 from rich.console import Console
 from rich.table import Table
-from serving import WORK, Model, Result, free_port, load, train_models, v1_body
+from serving import WORK, Model, Result, cpu_ticks, free_port, load, train_models, v1_body
 
 from modelport.domain.model_server import ServerConfig, server_argv
 from modelport.domain.serving_metrics import parse
@@ -65,9 +65,8 @@ def launch(name: str, model: Model, cpus: set[int], extra: dict[str, str] | None
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (/proc/PID/stat)."""
-    fields = open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()  # noqa: SIM115, PTH123
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of a process so far."""
+    return cpu_ticks(pid) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> int:

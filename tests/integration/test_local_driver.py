@@ -105,7 +105,6 @@ def test_deploy_serves_the_model_through_the_gateway(rig: Rig) -> None:
     sandbox = httpx.get(rig.url(1) + "/").json()["sandbox"]
     assert sandbox["enforced"] is True
     assert sandbox["writable"] == [rig.driver.extra_env["MODEL_CACHE_DIR"], str(rig.driver.tmp_dir)]
-    assert rig.driver.tmp_dir.is_relative_to(rig.driver.cache_dir)
     assert len(sandbox["bind_ports"]) == 1
 
 

@@ -352,12 +352,14 @@ async def test_the_direct_linear_path_answers_odd_input_as_the_model_does(iris_f
     runner = load_model(iris_file, "iris")
     assert runner.direct == "linear"
     app.plane.set_runner(runner)
+    direct_path = runner.fast
+    assert direct_path is not None
     try:
         for path in ("/predict", "/v1/models/iris:predict", "/v2/models/iris/infer"):
             for body in ODD_ROWS:
                 runner.fast = None  # the model's own predict and predict_proba
                 own = await _post(app, path, body)
-                runner.fast = _direct_fast(iris_file)
+                runner.fast = direct_path
                 direct = await _post(app, path, body)
                 assert direct == own, (path, body)
                 assert own[0] in (200, 400), (path, body, own)  # never a 500
@@ -366,8 +368,3 @@ async def test_the_direct_linear_path_answers_odd_input_as_the_model_does(iris_f
     finally:
         await app.plane.stop()
 
-
-def _direct_fast(path: Path) -> Any:
-    fast = load_model(path, "iris").fast
-    assert fast is not None
-    return fast

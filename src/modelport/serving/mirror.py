@@ -170,7 +170,7 @@ class Mirror:
         if self._share < 100:
             return
         self._share -= 100
-        size = len(raw) if raw is not None else matrix.nbytes
+        size = _size(raw, matrix)
         if self._queued_bytes + size > MAX_QUEUED_BYTES:
             self._dropped.inc()
             return
@@ -190,8 +190,7 @@ class Mirror:
             await asyncio.sleep(LINGER_SECONDS)
             while not queue.empty():
                 copies.append(queue.get_nowait())
-            self._queued_bytes -= sum(len(raw) if raw is not None else matrix.nbytes
-                                      for raw, matrix, _, _ in copies)
+            self._queued_bytes -= sum(_size(raw, matrix) for raw, matrix, _, _ in copies)
             for chunk in _chunks(copies):
                 try:
                     await self._send(chunk)
@@ -282,6 +281,11 @@ class Mirror:
         agreed = int(np.count_nonzero(same))
         self._agreed.inc(agreed)
         self._disagreed.inc(rows - agreed)
+
+
+def _size(raw: bytes | None, matrix: np.ndarray) -> int:
+    """What a queued copy holds: its body, or its rows where it has none."""
+    return len(raw) if raw is not None else int(matrix.nbytes)
 
 
 def _chunks(copies: list[Copy]) -> Iterator[list[Copy]]:
