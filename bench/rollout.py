@@ -3,21 +3,23 @@ endpoint without one, in one run (issue 15's goal: >= 0.9x req/s, p99 within 10 
 
     .venv/bin/python bench/rollout.py [--duration 3] [--rounds 3] [--connections 1,16]
 
-Three model servers (`python -m modelport.serving`) on the same model: ``plain`` (no shadow),
-``shadowed`` (MIRROR_URL at the candidate, MIRROR_PERCENT=100) and the ``candidate`` they copy
-to (the same model, so every copy agrees). Models: iris LogisticRegression and a 100-tree
-RandomForest (bench/serving.py's); payloads of 1 and 100 rows on the seed protocol; load from
-`wrk` (Debian's `wrk`; else bench/serving.py's slower Python client) with 1 and 16 connections.
-Each cell runs plain and shadowed alternately, ``--rounds`` times each, and reports the medians,
-so drift on a shared machine hits both alike.
+Model servers (`python -m modelport.serving`) on the same model, three arms per cell:
+``plain`` (no shadow); ``stand-in`` (MIRROR_URL at bench/shadow_stand_in.py, MIRROR_PERCENT=100):
+the shadow as it is in a cluster, on another node, so that what is measured is what copying costs
+the live server (queueing, splicing, the calls it sends, reading the answers, comparing every
+row); ``model`` (MIRROR_URL at a real model server on this machine, the candidate): the same plus
+the candidate's own predictions competing for this machine's two CPUs. Models: iris
+LogisticRegression and a 100-tree RandomForest (bench/serving.py's); payloads of 1 and 100 rows
+on the seed protocol; load from `wrk` (Debian's `wrk`; else bench/serving.py's slower Python
+client) with 1 and 16 connections. Each cell runs the three arms alternately, ``--rounds`` times
+each, and reports the medians, so drift on a shared machine hits all alike.
 
-In a cluster the shadow's pods run elsewhere; here every process shares the machine. So that the
-shadow's own predictions do not take the live server's CPU, the two live servers are pinned to
-CPU 0 and the candidate and the load generator to the other CPUs (where there are at least 2),
-the candidate at the idle priority (`chrt --idle 0`) so that it gets only what the load
-generator leaves: what is measured is what copying costs the live server (queueing, the calls it sends,
-comparing), which is what a caller could notice. A candidate that cannot keep up shows as copies
-dropped (printed below the table), as it would in a cluster.
+Live servers are pinned to CPU 0; the shadows and the load generator to the other CPUs (where
+there are at least 2), the shadows at the idle priority (`chrt --idle 0`). On these machines even
+that does not keep a busy shadow out of the figure (shadow_stand_in.py's docstring has the
+measurement), which is why the ``stand-in`` arm exists and the issue's goal is judged on it; the
+``model`` arm says what a shadow costs when it must share two CPUs with the live server and the
+load. A shadow that cannot keep up shows as copies dropped (printed below the table).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import os
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import httpx
 from rich.console import Console
@@ -69,6 +72,21 @@ def cpu_seconds(pid: int) -> float:
     return cpu_ticks(pid) / os.sysconf("SC_CLK_TCK")
 
 
+ARMS = ("plain", "stand-in", "model")  # no shadow; a shadow on the stand-in; a shadow on the model, co-located
+
+
+def stand_in(model: Model, body: bytes, live: ServerProcess, cpus: set[int]) -> ServerProcess:
+    """bench/shadow_stand_in.py answering with what ``live`` answers to ``body``, at the idle priority."""
+    answer = WORK / f"stand-in-{model.name}.json"
+    answer.write_bytes(httpx.post(f"{live.url}/predict", content=body, timeout=30).raise_for_status().content)
+    port = free_port()
+    argv = ["chrt", "--idle", "0", sys.executable, str(Path(__file__).with_name("shadow_stand_in.py")), str(port),
+            str(answer)]
+    if len(os.sched_getaffinity(0)) >= 2:
+        argv = ["taskset", "-c", ",".join(map(str, sorted(cpus))), *argv]
+    return start(f"stand-in-{model.name}", argv, port, log_dir=WORK, cwd=REPO).wait_ready(60)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per measurement")
@@ -82,17 +100,24 @@ def main() -> int:
     pin(other_cpus)  # this process and the load generator it starts
     results: dict[tuple[str, int, int, str], list[Result]] = {}
     cpu: dict[tuple[str, int, int, str], list[float]] = {}  # the live server's CPU µs per answered request
-    copies: dict[str, tuple[int, int]] = {}
+    copies: dict[tuple[str, str], list[int]] = {}  # (model, arm) -> [sent, dropped]
     for model in train_models():
         candidate = launch("candidate", model, other_cpus, idle=True)
         plain = launch("plain", model, live_cpus)
         shadowed = launch("shadowed", model, live_cpus, {"MIRROR_URL": candidate.url, "MIRROR_PERCENT": "100"})
+        started = [shadowed, plain, candidate]
         try:
             for rows in (1, 100):
                 body = v1_body(model.x[:rows])
+                double = stand_in(model, body, plain, other_cpus)
+                started.append(double)
+                on_double = launch("on-stand-in", model, live_cpus, {"MIRROR_URL": double.url, "MIRROR_PERCENT": "100"})
+                started.append(on_double)
+                servers = {"plain": plain, "stand-in": on_double, "model": shadowed}
                 for conns in connections:
                     for _ in range(args.rounds):
-                        for name, server in (("plain", plain), ("shadowed", shadowed)):  # alternating
+                        for name in ARMS:  # alternating
+                            server = servers[name]
                             pid = server.process.pid  # taskset and chrt exec the server: its own pid
                             before = cpu_seconds(pid)
                             result = load(f"{server.url}/predict", body, conns, args.duration)
@@ -102,42 +127,57 @@ def main() -> int:
                                 used * 1e6 / max(1.0, result.rps * max(1, round(args.duration))))
                             console.print(f"{model.name:6} rows={rows:<3} c={conns:<3} {name:8} {result.rps:9.0f} "
                                           f"req/s  p99 {result.p99_ms:7.2f} ms  errors {result.errors}")
-            counters = parse(httpx.get(f"{shadowed.url}/metrics", timeout=10).text)
-            copies[model.name] = (counters.shadow_compared + counters.shadow_failed, counters.shadow_dropped)
+                count(copies, (model.name, "stand-in"), on_double)
+                for proc in (on_double, double):
+                    proc.stop()
+            count(copies, (model.name, "model"), shadowed)
         finally:
-            for proc in (shadowed, plain, candidate):
+            for proc in started:
                 proc.stop()
     report(results, cpu, copies, connections)
     return 0
 
 
+def count(copies: dict[tuple[str, str], list[int]], key: tuple[str, str], server: ServerProcess) -> None:
+    """Add a shadowed server's copies sent and dropped so far to ``copies[key]``."""
+    counters = parse(httpx.get(f"{server.url}/metrics", timeout=10).text)
+    sent, dropped = copies.setdefault(key, [0, 0])
+    copies[key] = [sent + counters.shadow_compared + counters.shadow_failed, dropped + counters.shadow_dropped]
+
+
 def report(results: dict[tuple[str, int, int, str], list[Result]], cpu: dict[tuple[str, int, int, str], list[float]],
-           copies: dict[str, tuple[int, int]], connections: list[int]) -> None:
-    table = Table(title="the live endpoint with a shadow at 100 % vs without (medians; ratio = shadowed / plain)")
-    for column in ("model", "rows", "conns", "plain req/s", "shadowed req/s", "rps ratio", "plain p99 ms",
-                   "shadowed p99 ms", "p99 ratio", "CPU µs/req plain", "shadowed", "errors"):
+           copies: dict[tuple[str, str], list[int]], connections: list[int]) -> None:
+    table = Table(title="the live endpoint with a shadow at 100 % vs without (medians; x = shadowed / plain)")
+    for column in ("model", "rows", "conns", "plain req/s", "plain p99 ms", "stand-in req/s x", "p99 ms (x)",
+                   "model req/s x", "p99 ms (x)", "CPU µs/req plain", "stand-in", "model", "errors"):
         table.add_column(column, justify="left" if column == "model" else "right")
-    worst_rps, worst_p99 = float("inf"), 0.0
-    for model in copies:
+    worst = {arm: [float("inf"), 0.0] for arm in ARMS[1:]}
+    for model in dict.fromkeys(m for m, _ in copies):
         for rows in (1, 100):
             for conns in connections:
-                plain, shadowed = (results[(model, rows, conns, name)] for name in ("plain", "shadowed"))
-                rps = [statistics.median(r.rps for r in runs) for runs in (plain, shadowed)]
-                p99 = [statistics.median(r.p99_ms for r in runs) for runs in (plain, shadowed)]
-                worst_rps, worst_p99 = min(worst_rps, rps[1] / rps[0]), max(worst_p99, p99[1] / p99[0])
-                errors = sum(r.errors for r in plain + shadowed)
-                per = [statistics.median(cpu[(model, rows, conns, name)]) for name in ("plain", "shadowed")]
-                table.add_row(model, str(rows), str(conns), f"{rps[0]:,.0f}", f"{rps[1]:,.0f}",
-                              f"{rps[1] / rps[0]:.2f}x", f"{p99[0]:.2f}", f"{p99[1]:.2f}", f"{p99[1] / p99[0]:.2f}",
-                              f"{per[0]:.0f}", f"{per[1]:.0f}", str(errors))
+                runs = {arm: results[(model, rows, conns, arm)] for arm in ARMS}
+                rps = {arm: statistics.median(r.rps for r in runs[arm]) for arm in ARMS}
+                p99 = {arm: statistics.median(r.p99_ms for r in runs[arm]) for arm in ARMS}
+                cells = []
+                for arm in ARMS[1:]:
+                    ratio, tail = rps[arm] / rps["plain"], p99[arm] / p99["plain"]
+                    worst[arm] = [min(worst[arm][0], ratio), max(worst[arm][1], tail)]
+                    cells += [f"{rps[arm]:,.0f} ({ratio:.2f}x)", f"{p99[arm]:.2f} ({tail:.2f}x)"]
+                per = [statistics.median(cpu[(model, rows, conns, arm)]) for arm in ARMS]
+                errors = sum(r.errors for arm in ARMS for r in runs[arm])
+                table.add_row(model, str(rows), str(conns), f"{rps['plain']:,.0f}", f"{p99['plain']:.2f}", *cells,
+                              *(f"{p:.0f}" for p in per), str(errors))
         table.add_section()
     console.print(table)
-    for model, (sent, dropped) in copies.items():
+    for (model, arm), (sent, dropped) in copies.items():
         share = dropped / (sent + dropped) if sent + dropped else 0.0
-        console.print(f"{model}: {sent:,} copies sent to the shadow, {dropped:,} dropped ({share:.1%}: queue full)")
-    verdict = "met" if worst_rps >= 0.9 and worst_p99 <= 1.1 else "NOT met"
-    console.print(f"goal (>= 0.9x req/s, p99 within 10 % in every cell): {verdict}; worst cell {worst_rps:.2f}x "
-                  f"req/s, p99 {worst_p99:.2f}x")
+        console.print(f"{model}, shadow on the {arm}: {sent:,} copies sent, {dropped:,} dropped "
+                      f"({share:.1%}: queue full)")
+    for arm, label in (("stand-in", "the shadow elsewhere (stand-in)"), ("model", "the shadow co-located (model)")):
+        rps_worst, p99_worst = worst[arm]
+        verdict = "met" if rps_worst >= 0.9 and p99_worst <= 1.1 else "NOT met"
+        console.print(f"{label}: goal (>= 0.9x req/s, p99 within 10 % in every cell) {verdict}; worst cell "
+                      f"{rps_worst:.2f}x req/s, p99 {p99_worst:.2f}x")
 
 
 if __name__ == "__main__":
