@@ -7,22 +7,26 @@ Contract:
   event loop once the model is loaded, ``await stop()`` at shutdown.
 - ``offer(raw, matrix, probas, results)`` after a 200 answer (the caller's body when it can be
   forwarded as sent, else None; the decoded rows, the model calls' ``proba`` flags and their
-  results): O(1) and never awaits, so a caller's answer never waits on the candidate. Exactly
+  results): O(calls) and never awaits, so a caller's answer never waits on the candidate. Exactly
   ``mirror_percent`` of every 100 answered requests are copied (an accumulator, evenly spread, no
   randomness); a copy that finds the bounded queue (``mirror_queue_size`` copies, and at most
-  ``MAX_QUEUED_BYTES`` of bodies) full is counted ``dropped``.
-- One sender task drains the queue: once a copy is queued it waits ``LINGER_SECONDS`` for more,
-  then sends what is queued (calls of up to ``MAX_ROWS`` rows) as one ``POST {mirror_url}/mirror``
-  per ``proba`` flag (``protocols/mirror.py``: the callers' seed/V1 bodies spliced in byte for
-  byte, so the live server encodes no JSON for them; others as seed bodies it encodes), with
-  ``mirror_timeout_seconds``. Many copies per call is what keeps copying cheap for the live server
-  (one HTTP exchange and one vectorised comparison per call, not per request). One call in flight
-  at a time: a slow candidate fills the queue and copies are dropped, never buffered without
-  bound. The candidate's latency
+  ``MAX_QUEUED_BYTES`` of bodies) full is counted ``dropped``. ``offer`` puts each model call of a
+  copy straight into the open batch of its ``proba`` flag (a batch is one call to the shadow, of up
+  to ``MAX_ROWS`` rows; one copy alone may have more), so the sender has no work per copy: spread
+  over the requests, copying costs each a few list appends instead of the sender's bursts of work
+  per copy that callers saw as a longer p99 (bench/rollout.py).
+- One sender task: once a copy is offered it waits ``LINGER_SECONDS`` for more, then sends every
+  batch, in order, each as one ``POST {mirror_url}/mirror`` (``protocols/mirror.py``: the
+  callers' seed/V1 bodies spliced in byte for byte, so the live server encodes no JSON for them;
+  others as seed bodies it encodes), with ``mirror_timeout_seconds``. Many copies per call is what
+  keeps copying cheap for the live server (one HTTP exchange and one vectorised comparison per
+  call, not per request). One call in flight at a time: a slow candidate fills the queue and
+  copies are dropped, never buffered without bound. The candidate's latency
   (``modelport_shadow_duration_seconds``) is per call, so of a batch of copies.
 - Counted per copied request (``modelport_shadow_copies{outcome}``): ``compared`` (the candidate
   answered 2xx with one prediction per row), ``failed`` (another status, a timeout, a refused
-  connection, an answer of the wrong length) or ``dropped``. Per row
+  connection, an answer of the wrong length) or ``dropped``; a request of two model calls (V2
+  asking for labels and probabilities) by the outcome of its first. Per row
   (``modelport_shadow_rows{result}``): ``agreed`` / ``disagreed``: the same label for a classifier
   (a ``proba`` call: the same most likely class, the classes in the same order), for a regressor
   every output within ``mirror_tolerance`` relative to the live value (absolute below 1). ``proba``
@@ -36,7 +40,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -89,7 +94,7 @@ class ShadowConnection:
         if self._streams is None:
             self._streams = await asyncio.open_connection(self.host, self.port, ssl=self.tls or None)
         reader, writer = self._streams
-        writer.write(self._head + str(len(body)).encode() + b"\r\n\r\n" + body)
+        writer.writelines((self._head + str(len(body)).encode() + b"\r\n\r\n", body))  # the body not copied
         answer = _Answer()
         parser = answer.parser = httptools.HttpResponseParser(answer)
         while not answer.complete:
@@ -128,9 +133,20 @@ class _Answer:
         self.complete = True
 
 
-#: one answered request: its body if it can be forwarded as sent, its rows, its model calls'
-#: ``proba`` flags and their live results
-Copy = tuple[bytes | None, np.ndarray, tuple[bool, ...], Sequence[Any]]
+class _Batch:
+    """The copies of one call to the shadow, filled by ``offer`` as requests are answered (so that
+    the sender does no work per copy: bodies are joined and results concatenated in C): every part
+    is a caller's body as sent (bytes) or its rows, to be encoded as a seed body when sent."""
+
+    __slots__ = ("proba", "parts", "results", "rows", "copies", "size")
+
+    def __init__(self, proba: bool) -> None:
+        self.proba = proba
+        self.parts: list[bytes | np.ndarray] = []
+        self.results: list[Any] = []
+        self.rows = 0
+        self.copies = 0  # the requests whose first model call is in this batch: counted by its outcome
+        self.size = 0  # their bytes held (bodies, or rows where there is no body)
 
 
 class Mirror:
@@ -144,8 +160,12 @@ class Mirror:
         self.timeout = config.mirror_timeout_seconds
         self.classifier = classifier
         self._share = 0
-        self._queue: asyncio.Queue[Copy] = asyncio.Queue(config.mirror_queue_size)
+        self._max_copies = config.mirror_queue_size
+        self._open: dict[bool, _Batch] = {}  # per proba flag, being filled
+        self._sealed: deque[_Batch] = deque()  # full, or lingered long enough: to send in order
+        self._queued_copies = 0
         self._queued_bytes = 0
+        self._copied = asyncio.Event()  # set by the first copy after the sender last looked
         self._task: asyncio.Task[None] | None = None
         self._failing = False
         copies = metrics.SHADOW_COPIES
@@ -170,60 +190,65 @@ class Mirror:
         if self._share < 100:
             return
         self._share -= 100
-        size = _size(raw, matrix)
-        if self._queued_bytes + size > MAX_QUEUED_BYTES:
+        size = len(raw) if raw is not None else int(matrix.nbytes)
+        if self._queued_bytes + size > MAX_QUEUED_BYTES or self._queued_copies >= self._max_copies:
             self._dropped.inc()
             return
-        try:
-            self._queue.put_nowait((raw, matrix, probas, results))
-        except asyncio.QueueFull:
-            self._dropped.inc()
-            return
+        # the caller's own body when it asked for this one call, else its rows (encoded when sent)
+        part = raw if raw is not None and len(probas) == 1 else matrix
+        rows = len(matrix)
+        first = True
+        for proba, result in zip(probas, results, strict=True):
+            batch = self._open.get(proba)
+            if batch is None or (batch.rows and batch.rows + rows > MAX_ROWS):
+                if batch is not None:
+                    self._sealed.append(batch)
+                batch = self._open[proba] = _Batch(proba)
+            batch.parts.append(part)
+            batch.results.append(result)
+            batch.rows += rows
+            if first:
+                batch.copies += 1
+                batch.size += size
+                first = False
+        self._queued_copies += 1
         self._queued_bytes += size
+        if not self._copied.is_set():
+            self._copied.set()
 
     # --- the sender ------------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        queue = self._queue
         while True:
-            copies = [await queue.get()]
+            await self._copied.wait()
             await asyncio.sleep(LINGER_SECONDS)
-            while not queue.empty():
-                copies.append(queue.get_nowait())
-            self._queued_bytes -= sum(_size(raw, matrix) for raw, matrix, _, _ in copies)
-            for chunk in _chunks(copies):
+            self._copied.clear()
+            self._sealed.extend(self._open.values())
+            self._open.clear()
+            while self._sealed:
+                batch = self._sealed.popleft()
+                self._queued_copies -= batch.copies
+                self._queued_bytes -= batch.size
                 try:
-                    await self._send(chunk)
+                    await self._send(batch)
                 except asyncio.CancelledError:
                     raise
                 except Exception:  # noqa: BLE001 - whatever happens to a copy, the live server goes on
                     log.exception("shadow copy failed")
-                    self._failed.inc(len(chunk))
+                    self._failed.inc(batch.copies)
 
-    async def _send(self, copies: list[Copy]) -> None:
-        """One call per ``proba`` flag for these copies; all their rows compared at once."""
-        failed: set[int] = set()
-        for proba in (False, True):
-            numbers, bodies, results = [], [], []
-            rows = 0
-            for number, (raw, matrix, flags, answers) in enumerate(copies):
-                for flag, result in zip(flags, answers, strict=True):
-                    if flag is proba:
-                        numbers.append(number)
-                        # the caller's own body when it asked for this one call, else encoded
-                        bodies.append(raw if raw is not None and len(flags) == 1 else _body(matrix, proba))
-                        results.append(result)
-                        rows += len(matrix)
-            if not numbers:
-                continue
-            answer = await self._call(splice(bodies), rows)
-            if answer is None:
-                failed.update(numbers)
-                continue
-            live = np.asarray(results[0]) if len(results) == 1 else np.concatenate([np.asarray(r) for r in results])
-            self._compare(live, answer, proba)
-        self._failed.inc(len(failed))
-        self._compared.inc(len(copies) - len(failed))
+    async def _send(self, batch: _Batch) -> None:
+        """One call for this batch; all its rows compared at once."""
+        proba = batch.proba
+        answer = await self._call(splice([p if isinstance(p, bytes) else _body(p, proba) for p in batch.parts]),
+                                  batch.rows)
+        if answer is None:
+            self._failed.inc(batch.copies)
+            return
+        results = batch.results
+        live = np.asarray(results[0]) if len(results) == 1 else np.concatenate([np.asarray(r) for r in results])
+        self._compare(live, answer, proba)
+        self._compared.inc(batch.copies)
 
     async def _call(self, body: bytes, rows: int) -> list[Any] | None:
         """The candidate's predictions for the ``rows`` rows of this body, or None (counted as
@@ -281,25 +306,6 @@ class Mirror:
         agreed = int(np.count_nonzero(same))
         self._agreed.inc(agreed)
         self._disagreed.inc(rows - agreed)
-
-
-def _size(raw: bytes | None, matrix: np.ndarray) -> int:
-    """What a queued copy holds: its body, or its rows where it has none."""
-    return len(raw) if raw is not None else int(matrix.nbytes)
-
-
-def _chunks(copies: list[Copy]) -> Iterator[list[Copy]]:
-    """The copies in calls of at most MAX_ROWS rows."""
-    chunk: list[Copy] = []
-    rows = 0
-    for copy in copies:
-        if chunk and rows + len(copy[1]) > MAX_ROWS:
-            yield chunk
-            chunk, rows = [], 0
-        chunk.append(copy)
-        rows += len(copy[1])
-    if chunk:
-        yield chunk
 
 
 def _body(matrix: np.ndarray, proba: bool) -> bytes:
