@@ -100,7 +100,7 @@ def main() -> int:
     pin(other_cpus)  # this process and the load generator it starts
     results: dict[tuple[str, int, int, str], list[Result]] = {}
     cpu: dict[tuple[str, int, int, str], list[float]] = {}  # the live server's CPU µs per answered request
-    copies: dict[tuple[str, str], list[int]] = {}  # (model, arm) -> [sent, dropped]
+    copies: dict[tuple[str, str], list[int]] = {}  # (model, arm) -> [compared, failed, dropped]
     for model in train_models():
         candidate = launch("candidate", model, other_cpus, idle=True)
         plain = launch("plain", model, live_cpus)
@@ -139,10 +139,11 @@ def main() -> int:
 
 
 def count(copies: dict[tuple[str, str], list[int]], key: tuple[str, str], server: ServerProcess) -> None:
-    """Add a shadowed server's copies sent and dropped so far to ``copies[key]``."""
+    """Add a shadowed server's copies compared, failed and dropped so far to ``copies[key]``."""
     counters = parse(httpx.get(f"{server.url}/metrics", timeout=10).text)
-    sent, dropped = copies.setdefault(key, [0, 0])
-    copies[key] = [sent + counters.shadow_compared + counters.shadow_failed, dropped + counters.shadow_dropped]
+    compared, failed, dropped = copies.setdefault(key, [0, 0, 0])
+    copies[key] = [compared + counters.shadow_compared, failed + counters.shadow_failed,
+                   dropped + counters.shadow_dropped]
 
 
 def report(results: dict[tuple[str, int, int, str], list[Result]], cpu: dict[tuple[str, int, int, str], list[float]],
@@ -169,10 +170,10 @@ def report(results: dict[tuple[str, int, int, str], list[Result]], cpu: dict[tup
                               *(f"{p:.0f}" for p in per), str(errors))
         table.add_section()
     console.print(table)
-    for (model, arm), (sent, dropped) in copies.items():
-        share = dropped / (sent + dropped) if sent + dropped else 0.0
-        console.print(f"{model}, shadow on the {arm}: {sent:,} copies sent, {dropped:,} dropped "
-                      f"({share:.1%}: queue full)")
+    for (model, arm), (compared, failed, dropped) in copies.items():
+        share = dropped / (compared + failed + dropped) if compared + failed + dropped else 0.0
+        console.print(f"{model}, shadow on the {arm}: {compared:,} copies compared, {failed:,} failed, "
+                      f"{dropped:,} dropped ({share:.1%}: queue full)")
     for arm, label in (("stand-in", "the shadow elsewhere (stand-in)"), ("model", "the shadow co-located (model)")):
         rps_worst, p99_worst = worst[arm]
         verdict = "met" if rps_worst >= 0.9 and p99_worst <= 1.1 else "NOT met"

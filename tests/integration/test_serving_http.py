@@ -623,6 +623,7 @@ def test_copies_go_over_one_kept_alive_connection(shadow_pair: dict[str, Any]) -
     """The live server's client to its shadow keeps its connection open between calls (a new
     connection per call cost the live server a connect and a socket each time)."""
     from modelport.serving.mirror import ShadowConnection
+    from modelport.serving.protocols.mirror import splice
 
     async def calls() -> tuple[list[int], int]:
         accepted = 0
@@ -643,7 +644,10 @@ def test_copies_go_over_one_kept_alive_connection(shadow_pair: dict[str, Any]) -
         server = await asyncio.start_server(relay, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         connection = ShadowConnection(f"http://127.0.0.1:{port}")
-        statuses = [(await connection.post(b'{"bodies":[{"instances":[[1.0]]}]}', 10))[0] for _ in range(5)]
+        statuses = []
+        for _ in range(5):
+            call = splice([b'{"instances":[[1.0]]}'], [b'{"predictions":[1]}'], classifier=True, tolerance=0.0)
+            statuses.append((await connection.post(call, 10))[0])
         connection.close()
         server.close()
         return statuses, accepted
@@ -652,16 +656,30 @@ def test_copies_go_over_one_kept_alive_connection(shadow_pair: dict[str, Any]) -
     assert statuses == [200] * 5 and accepted == 1
 
 
-def test_the_mirror_route_refuses_what_no_live_server_sends(shadow_pair: dict[str, Any]) -> None:
+def test_the_mirror_route_compares_and_refuses_what_no_live_server_sends(shadow_pair: dict[str, Any]) -> None:
+    one, two = {"instances": [[1.0]]}, {"instances": [[2.0]]}  # the candidate answers 1 and 0
     with httpx.Client(base_url=shadow_pair["candidate"].url, timeout=10) as client:
-        both = client.post("/mirror", json={"bodies": [{"instances": [[1.0]]}, {"instances": [[2.0]]}]})
-        assert both.status_code == 200 and both.json() == {"predictions": [1, 0]}
+        both = client.post("/mirror", json={"classifier": True, "bodies": [one, two],
+                                            "answers": [{"predictions": [1]}, {"predictions": [1]}]})
+        assert both.status_code == 200
+        assert both.json() == {"rows": 2, "agreed": 1, "proba_rows": 0, "proba_abs_diff": 0.0}
+        proba = client.post("/mirror", json={"bodies": [{**two, "parameters": {"proba": True}}],
+                                             "answers": [{"predictions": [[0.0, 1.0]]}]})
+        assert proba.json() == {"rows": 1, "agreed": 0, "proba_rows": 1, "proba_abs_diff": 1.0}
+        shape = client.post("/mirror", json={"bodies": [one], "answers": [{"predictions": [[1, 0]]}]})
+        assert shape.json()["agreed"] == 0  # another number of outputs per row disagrees
         for body, message in [
-            ({"bodies": []}, "the body needs 'bodies'"),
-            ({"bodies": [[1.0]]}, "every entry of 'bodies' must be a seed request body"),
-            ({"bodies": [{"instances": [[1.0]]}, {"instances": [[1.0]], "parameters": {"proba": True}}]},
-             "the bodies ask for different model calls"),
-            ({"bodies": [{"instances": [[1.0]]}, {"instances": [[1.0, 2.0]]}]}, "expected 1 features per row"),
+            ({"bodies": [], "answers": []}, "the body needs 'bodies'"),
+            ({"bodies": [one]}, "the body needs 'answers'"),
+            ({"bodies": [one, two], "answers": [{"predictions": [1]}]}, "the body needs 'answers'"),
+            ({"bodies": [one], "answers": [{"predictions": [1, 0]}]}, "one per row of its body"),
+            ({"bodies": [one], "answers": [[1]]}, "one per row of its body"),
+            ({"bodies": [one], "answers": [{"predictions": [1]}], "tolerance": -1}, "'tolerance'"),
+            ({"bodies": [[1.0]], "answers": [{"predictions": [1]}]}, "every entry of 'bodies' must be a seed"),
+            ({"bodies": [one, {**one, "parameters": {"proba": True}}],
+              "answers": [{"predictions": [1]}, {"predictions": [[0.0, 1.0]]}]}, "the bodies ask for different"),
+            ({"bodies": [one, {"instances": [[1.0, 2.0]]}], "answers": [{"predictions": [1]}] * 2},
+             "expected 1 features per row"),
         ]:
             refused = client.post("/mirror", json=body)
             assert refused.status_code == 400 and refused.json()["code"] == "bad_input", body

@@ -128,3 +128,24 @@ def test_two_writers_from_the_same_state_land_one_shadow_change(store: Store):
     second = store.write_shadow(seen, seen.shadow.model_copy(update={"percent": 10}))
     assert first is not None and second is None
     assert store.find_deployment(deployment.id).shadow.state == ShadowState.STOPPED
+
+
+def test_a_call_of_many_copies_is_written_in_pieces_that_make_one_exact_body(monkeypatch: pytest.MonkeyPatch):
+    """The live server writes a call piece by piece (callers are served in between) after a
+    Content-Length computed before any piece exists: a wrong length would hang or cut the call."""
+    import orjson
+
+    from modelport.serving.protocols import mirror
+
+    monkeypatch.setattr(mirror, "PIECE_BYTES", 64)
+    for copies in (1, 2, 3, 50):
+        bodies = [orjson.dumps({"instances": [[n, n + 0.5]]}) for n in range(copies)]
+        answers = [orjson.dumps({"predictions": [n % 2]}) for n in range(copies)]
+        length, pieces = mirror.splice(bodies, answers, classifier=False, tolerance=0.25)
+        written = list(pieces)
+        assert len(b"".join(written)) == length
+        assert orjson.loads(b"".join(written)) == {
+            "classifier": False, "tolerance": 0.25, "bodies": [orjson.loads(b) for b in bodies],
+            "answers": [orjson.loads(a) for a in answers]}
+        assert all(len(piece) <= 64 + 40 for piece in written)  # a piece passes the bound by one copy at most
+        assert copies < 10 or len(written) > 10

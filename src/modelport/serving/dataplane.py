@@ -136,10 +136,6 @@ class DataPlane:
                         batcher.arrived()  # the next call of the same request
                     result.append(await batcher.predict(matrix, proba))
             body = codec.encode(result, extra, runner, version)
-            if self.mirror is not None:  # a shadow: a copy, queued; the answer never waits for it
-                # the caller's body goes as sent when the body alone says what was asked
-                as_sent = raw if codec.forwardable and not scope.get("query_string") else None
-                self.mirror.offer(as_sent, matrix, probas, (result,) if len(probas) == 1 else result)
         except InputError as exc:
             if not submitted:
                 batcher.gave_up()
@@ -157,4 +153,9 @@ class DataPlane:
                 batcher.gave_up()
             log.exception("prediction failed")
             return 500, dumps(codec.error(f"prediction failed: {type(exc).__name__}: {exc}", "prediction_failed"))
-        return 200, dumps(body)
+        answer = dumps(body)
+        if self.mirror is not None:  # a shadow: a copy, queued; the answer never waits for it
+            # the caller's body and this answer go as they are when the body alone says what was asked
+            as_sent = raw if codec.forwardable and not scope.get("query_string") else None
+            self.mirror.offer(as_sent, answer, matrix, probas, (result,) if len(probas) == 1 else result)
+        return 200, answer
