@@ -644,16 +644,51 @@ def test_copies_go_over_one_kept_alive_connection(shadow_pair: dict[str, Any]) -
         server = await asyncio.start_server(relay, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         connection = ShadowConnection(f"http://127.0.0.1:{port}")
-        statuses = []
-        for _ in range(5):
-            call = splice([b'{"instances":[[1.0]]}'], [b'{"predictions":[1]}'], classifier=True, tolerance=0.0)
-            statuses.append((await connection.post(call, 10))[0])
+        call = splice([b'{"instances":[[1.0]]}'], [b'{"predictions":[1]}'], classifier=True, tolerance=0.0)
+        statuses = [(await connection.post(call, 10))[0] for _ in range(5)]
         connection.close()
         server.close()
         return statuses, accepted
 
     statuses, accepted = asyncio.run(calls())
     assert statuses == [200] * 5 and accepted == 1
+
+
+def test_a_shadow_that_closes_kept_alive_connections_still_gets_every_call() -> None:
+    """A shadow's server closes idle connections (uvicorn after 5 s): the live server's next call
+    must go over a new connection, not fail (found by bench/rollout.py: every call after a pause
+    failed). Here the shadow closes every connection right after its answer, without saying so."""
+    from modelport.serving.mirror import ShadowConnection
+    from modelport.serving.protocols.mirror import splice
+
+    async def calls() -> tuple[list[int], int]:
+        accepted = 0
+
+        async def answer_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal accepted
+            accepted += 1
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            body = b'{"rows":1,"agreed":1,"proba_rows":0,"proba_abs_diff":0.0}'
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                         + str(len(body)).encode() + b"\r\n\r\n" + body)
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(answer_once, "127.0.0.1", 0)
+        connection = ShadowConnection(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+        call = splice([b'{"instances":[[1.0]]}'], [b'{"predictions":[1]}'], classifier=True, tolerance=0.0)
+        statuses = []
+        for pause in (0.05, 0.0, 0.05, 0.0):  # the close has reached the live server's side, or maybe not yet
+            statuses.append((await connection.post(call, 10))[0])
+            await asyncio.sleep(pause)
+        connection.close()
+        server.close()
+        return statuses, accepted
+
+    statuses, accepted = asyncio.run(calls())
+    assert statuses == [200] * 4 and accepted == 4
 
 
 def test_the_mirror_route_compares_and_refuses_what_no_live_server_sends(shadow_pair: dict[str, Any]) -> None:

@@ -141,9 +141,10 @@ def test_a_call_of_many_copies_is_written_in_pieces_that_make_one_exact_body(mon
     for copies in (1, 2, 3, 50):
         bodies = [orjson.dumps({"instances": [[n, n + 0.5]]}) for n in range(copies)]
         answers = [orjson.dumps({"predictions": [n % 2]}) for n in range(copies)]
-        length, pieces = mirror.splice(bodies, answers, classifier=False, tolerance=0.25)
-        written = list(pieces)
-        assert len(b"".join(written)) == length
+        call = mirror.splice(bodies, answers, classifier=False, tolerance=0.25)
+        written = list(call.pieces())
+        assert len(b"".join(written)) == call.length
+        assert list(call.pieces()) == written  # the same again when sent again
         assert orjson.loads(b"".join(written)) == {
             "classifier": False, "tolerance": 0.25, "bodies": [orjson.loads(b) for b in bodies],
             "answers": [orjson.loads(a) for a in answers]}

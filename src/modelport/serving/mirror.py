@@ -42,10 +42,11 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -56,7 +57,7 @@ import orjson
 from modelport.domain.model_server import ServerConfig
 from modelport.serving import metrics
 from modelport.serving.protocols import dumps
-from modelport.serving.protocols.mirror import splice
+from modelport.serving.protocols.mirror import PIECE_BYTES, Call, splice
 
 log = logging.getLogger("modelport.serving.mirror")
 
@@ -88,31 +89,57 @@ class ShadowConnection:
                       "Content-Length: ").encode()
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
-    async def post(self, call: tuple[int, Iterator[bytes]], timeout: float) -> tuple[int, bytes]:
-        """(status, body) of a POST of a body given as its length and its pieces; OSError,
-        TimeoutError or httptools.HttpParserError when it went wrong. The event loop serves callers
-        between two pieces: a call of many copies is never one long burst of work."""
+    async def post(self, call: Call, timeout: float) -> tuple[int, bytes]:
+        """(status, body) of a POST of this call; OSError, TimeoutError or httptools.HttpParserError
+        when it went wrong. The event loop serves callers between two pieces: a call of many copies
+        is never one long burst of work. A kept-alive connection the shadow has closed meanwhile
+        (its server closes idle ones: uvicorn after 5 s) is opened again and the call sent once
+        more, as HTTP clients do when nothing of an answer has arrived."""
         try:
-            return await asyncio.wait_for(self._exchange(*call), timeout)
+            return await asyncio.wait_for(self._exchange(call), timeout)
         except BaseException:
             self.close()  # a half-read answer must not be read as the next one's
             raise
 
-    async def _exchange(self, length: int, pieces: Iterator[bytes]) -> tuple[int, bytes]:
-        if self._streams is None:
-            self._streams = await asyncio.open_connection(self.host, self.port, ssl=self.tls or None)
-        reader, writer = self._streams
-        writer.write(self._head + str(length).encode() + b"\r\n\r\n")
-        for piece in pieces:
+    async def _exchange(self, call: Call) -> tuple[int, bytes]:
+        while True:
+            fresh = self._streams is None
+            if self._streams is None:
+                self._streams = await asyncio.open_connection(self.host, self.port, ssl=self.tls or None)
+            try:
+                return await self._once(*self._streams, call)
+            except _Stale:
+                self.close()
+                if fresh:
+                    raise ConnectionResetError("the shadow closed the connection") from None
+
+    async def _once(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    call: Call) -> tuple[int, bytes]:
+        head = self._head + str(call.length).encode() + b"\r\n\r\n"
+        unyielded = 0
+        for piece in itertools.chain((head,), call.pieces()):
+            if writer.is_closing() or reader.at_eof():
+                raise _Stale
             writer.write(piece)
-            await asyncio.sleep(0)
+            unyielded += len(piece)
+            if unyielded >= PIECE_BYTES:  # callers' requests are served between two pieces
+                await asyncio.sleep(0)
+                unyielded = 0
         answer = _Answer()
         parser = answer.parser = httptools.HttpResponseParser(answer)
-        while not answer.complete:
+        try:
+            data = await reader.read(262144)
+        except ConnectionError:
+            data = b""
+        if not data:
+            raise _Stale  # closed before a byte of the answer
+        while True:
+            parser.feed_data(data)
+            if answer.complete:
+                break
             data = await reader.read(262144)
             if not data:
-                raise ConnectionResetError("the shadow closed the connection")
-            parser.feed_data(data)
+                raise ConnectionResetError("the shadow closed the connection in the middle of an answer")
         if not answer.keep_alive:
             self.close()
         return parser.get_status_code(), b"".join(answer.body)
@@ -121,6 +148,10 @@ class ShadowConnection:
         if self._streams is not None:
             self._streams[1].close()
             self._streams = None
+
+
+class _Stale(Exception):
+    """The kept-alive connection was closed by the shadow before any of the answer came."""
 
 
 class _Answer:
@@ -270,7 +301,7 @@ class Mirror:
             metrics.SHADOW_PROBA_ABS_DIFF.inc(tally["proba_abs_diff"])
         self._compared.inc(batch.copies)
 
-    async def _call(self, call: tuple[int, Iterator[bytes]], rows: int) -> dict[str, Any] | None:
+    async def _call(self, call: Call, rows: int) -> dict[str, Any] | None:
         """The shadow's comparison of the ``rows`` rows of this call, or None (counted as failed,
         logged once)."""
         started = time.perf_counter()

@@ -43,16 +43,27 @@ if TYPE_CHECKING:
 PIECE_BYTES = 64 * 1024
 
 
-def splice(bodies: list[bytes], answers: list[bytes], *, classifier: bool,
-           tolerance: float) -> tuple[int, Iterator[bytes]]:
-    """The request body of one call, as its length and its pieces of about ``PIECE_BYTES``, joined
-    only as they are written: these seed/V1 bodies and answers as they were sent (no parsing, no
-    encoding)."""
+class Call:
+    """The request body of one call: its ``length`` and ``pieces()``, about ``PIECE_BYTES`` each,
+    joined only as they are written, as many times as it is sent (a call may be sent again on a
+    fresh connection when the kept-alive one turns out closed)."""
+
+    def __init__(self, head: bytes, bodies: list[bytes], answers: list[bytes]) -> None:
+        self._head, self._bodies, self._answers = head, bodies, answers
+        self.length = (len(head) + len(_MIDDLE) + len(_END) + sum(map(len, bodies)) + sum(map(len, answers))
+                       + len(bodies) + len(answers) - 2)  # the commas
+
+    def pieces(self) -> Iterator[bytes]:
+        return itertools.chain((self._head,), _joined(self._bodies), (_MIDDLE,), _joined(self._answers), (_END,))
+
+
+_MIDDLE, _END = b'],"answers":[', b"]}"
+
+
+def splice(bodies: list[bytes], answers: list[bytes], *, classifier: bool, tolerance: float) -> Call:
+    """The call for these seed/V1 bodies and answers, as they were sent (no parsing, no encoding)."""
     head = orjson.dumps({"classifier": classifier, "tolerance": tolerance})[:-1] + b',"bodies":['
-    middle, end = b'],"answers":[', b"]}"
-    length = (len(head) + len(middle) + len(end) + sum(map(len, bodies)) + sum(map(len, answers))
-              + len(bodies) + len(answers) - 2)  # the commas
-    return length, itertools.chain((head,), _joined(bodies), (middle,), _joined(answers), (end,))
+    return Call(head, bodies, answers)
 
 
 def _joined(parts: list[bytes]) -> Iterator[bytes]:
