@@ -49,15 +49,22 @@ def pin(cpus: set[int]) -> None:
         os.sched_setaffinity(0, cpus)
 
 
+def placed(argv: list[str], cpus: set[int], idle: bool) -> list[str]:
+    """``argv`` on these CPUs (where there are at least 2), at the idle priority if ``idle``."""
+    if idle:
+        argv = ["chrt", "--idle", "0", *argv]
+    if len(os.sched_getaffinity(0)) >= 2:
+        argv = ["taskset", "-c", ",".join(map(str, sorted(cpus))), *argv]
+    return argv
+
+
 def launch(name: str, model: Model, cpus: set[int], extra: dict[str, str] | None = None,
            idle: bool = False) -> ServerProcess:
     port = free_port()
     env = {**os.environ, **ServerConfig(model_uri=str(model.path), model_name=model.name, port=port,
                                         log_level="WARNING", model_cache_dir=str(WORK / "cache")).to_env(),
            **(extra or {})}
-    argv = ["chrt", "--idle", "0", *server_argv(sys.executable)] if idle else server_argv(sys.executable)
-    if len(os.sched_getaffinity(0)) >= 2:
-        argv = ["taskset", "-c", ",".join(map(str, sorted(cpus))), *argv]
+    argv = placed(server_argv(sys.executable), cpus, idle)
     proc = start(f"{name}-{model.name}", argv, port, log_dir=WORK, cwd=REPO, env=env).wait_ready(60)
     deadline = time.monotonic() + 120
     while httpx.get(f"{proc.url}/readyz", timeout=5).status_code != 200:
@@ -80,10 +87,8 @@ def stand_in(model: Model, body: bytes, live: ServerProcess, cpus: set[int]) -> 
     answer = WORK / f"stand-in-{model.name}.json"
     answer.write_bytes(httpx.post(f"{live.url}/predict", content=body, timeout=30).raise_for_status().content)
     port = free_port()
-    argv = ["chrt", "--idle", "0", sys.executable, str(Path(__file__).with_name("shadow_stand_in.py")), str(port),
-            str(answer)]
-    if len(os.sched_getaffinity(0)) >= 2:
-        argv = ["taskset", "-c", ",".join(map(str, sorted(cpus))), *argv]
+    argv = placed([sys.executable, str(Path(__file__).with_name("shadow_stand_in.py")), str(port), str(answer)],
+                  cpus, idle=True)
     return start(f"stand-in-{model.name}", argv, port, log_dir=WORK, cwd=REPO).wait_ready(60)
 
 

@@ -14,9 +14,9 @@ Contract:
   (``mirror_queue_size`` copies, and at most ``MAX_QUEUED_BYTES`` of bodies and answers) full is
   counted ``dropped``. ``offer`` puts each model call of a copy straight into the open batch of its
   ``proba`` flag (a batch is one call to the shadow, of up to ``MAX_ROWS`` rows; one copy alone
-  may have more), so the sender has no work per copy: spread over the requests, copying costs each
-  a few list appends instead of the sender's bursts of work per copy that callers saw as a longer
-  p99 (bench/rollout.py).
+  may have more), so the sender's work per copy is a type check (bodies and answers are joined in
+  C): spread over the requests, copying costs each a few list appends instead of the sender's
+  bursts of work per copy that callers saw as a longer p99 (bench/rollout.py).
 - One sender task: once a copy is offered it waits ``LINGER_SECONDS`` for more, then sends every
   batch, in order, each as one ``POST {mirror_url}/mirror`` (``protocols/mirror.py``: the
   callers' seed/V1 bodies and the live answers spliced in byte for byte, so the live server
@@ -103,11 +103,12 @@ class ShadowConnection:
 
     async def _exchange(self, call: Call) -> tuple[int, bytes]:
         while True:
-            fresh = self._streams is None
-            if self._streams is None:
-                self._streams = await asyncio.open_connection(self.host, self.port, ssl=self.tls or None)
+            streams = self._streams
+            fresh = streams is None
+            if streams is None:
+                streams = self._streams = await asyncio.open_connection(self.host, self.port, ssl=self.tls or None)
             try:
-                return await self._once(*self._streams, call)
+                return await self._once(*streams, call)
             except _Stale:
                 self.close()
                 if fresh:
@@ -177,9 +178,9 @@ class _Answer:
 
 class _Batch:
     """The copies of one call to the shadow, filled by ``offer`` as requests are answered (so that
-    the sender does no work per copy: bodies and answers are joined in C): a part is a caller's
-    body as sent (bytes) or its rows, an answer the live server's encoded answer to it (bytes) or
-    its result, the latter two encoded as a seed body and answer when sent."""
+    the sender does next to no work per copy: bodies and answers are joined in C): a part is a
+    caller's body as sent (bytes) or its rows, an answer the live server's encoded answer to it
+    (bytes) or its result, the latter two encoded as a seed body and answer when sent."""
 
     __slots__ = ("proba", "parts", "answers", "rows", "copies", "size")
 
@@ -240,23 +241,24 @@ class Mirror:
             return
         # the caller's own body and answer when it asked for this one call, else its rows and results
         # (encoded when sent)
-        forward = raw is not None and len(probas) == 1
-        part: bytes | np.ndarray = raw if raw is not None and forward else matrix
+        forward = raw if len(probas) == 1 else None
         rows = len(matrix)
-        first = True
-        for proba, result in zip(probas, results, strict=True):
+        for number, (proba, result) in enumerate(zip(probas, results, strict=True)):
             batch = self._open.get(proba)
             if batch is None or (batch.rows and batch.rows + rows > MAX_ROWS):
                 if batch is not None:
                     self._sealed.append(batch)
                 batch = self._open[proba] = _Batch(proba)
-            batch.parts.append(part)
-            batch.answers.append(answer if forward else result)
+            if forward is not None:
+                batch.parts.append(forward)
+                batch.answers.append(answer)
+            else:
+                batch.parts.append(matrix)
+                batch.answers.append(result)
             batch.rows += rows
-            if first:
+            if number == 0:
                 batch.copies += 1
                 batch.size += size
-                first = False
         self._queued_copies += 1
         self._queued_bytes += size
         if not self._copied.is_set():

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 #: the size the live server writes a call in (``splice``'s pieces): the event loop answers callers
 #: between pieces, so a big call is never one long burst of copying
 PIECE_BYTES = 64 * 1024
+_MIDDLE, _END = b'],"answers":[', b"]}"  # what a call has between its two lists and after them
 
 
 class Call:
@@ -55,9 +56,6 @@ class Call:
 
     def pieces(self) -> Iterator[bytes]:
         return itertools.chain((self._head,), _joined(self._bodies), (_MIDDLE,), _joined(self._answers), (_END,))
-
-
-_MIDDLE, _END = b'],"answers":[', b"]}"
 
 
 def splice(bodies: list[bytes], answers: list[bytes], *, classifier: bool, tolerance: float) -> Call:
