@@ -131,22 +131,28 @@ def test_two_writers_from_the_same_state_land_one_shadow_change(store: Store):
 
 
 def test_a_call_of_many_copies_is_written_in_pieces_that_make_one_exact_body(monkeypatch: pytest.MonkeyPatch):
-    """The live server writes a call piece by piece (callers are served in between) after a
-    Content-Length computed before any piece exists: a wrong length would hang or cut the call."""
+    """The live server writes a call piece by piece (callers are served in between), each piece
+    one system call, after a Content-Length computed before any piece exists: a wrong length would
+    hang or cut the call."""
     import orjson
 
     from modelport.serving.protocols import mirror
 
+    head = b"POST /mirror HTTP/1.1\r\n\r\n"
+    bodies = [orjson.dumps({"instances": [[n, n + 0.5]]}) for n in range(3)]
+    answers = [orjson.dumps({"predictions": [n % 2]}) for n in range(3)]
+    assert len(list(mirror.splice(bodies, answers, classifier=True, tolerance=0).pieces(head))) == 1  # one write
     monkeypatch.setattr(mirror, "PIECE_BYTES", 64)
     for copies in (1, 2, 3, 50):
         bodies = [orjson.dumps({"instances": [[n, n + 0.5]]}) for n in range(copies)]
         answers = [orjson.dumps({"predictions": [n % 2]}) for n in range(copies)]
         call = mirror.splice(bodies, answers, classifier=False, tolerance=0.25)
-        written = list(call.pieces())
-        assert len(b"".join(written)) == call.length
-        assert list(call.pieces()) == written  # the same again when sent again
-        assert orjson.loads(b"".join(written)) == {
+        written = [b"".join(piece) for piece in call.pieces(head)]
+        sent = b"".join(written)
+        assert sent.startswith(head) and len(sent) - len(head) == call.length
+        assert [b"".join(piece) for piece in call.pieces(head)] == written  # the same again when sent again
+        assert orjson.loads(sent[len(head):]) == {
             "classifier": False, "tolerance": 0.25, "bodies": [orjson.loads(b) for b in bodies],
             "answers": [orjson.loads(a) for a in answers]}
-        assert all(len(piece) <= 64 + 40 for piece in written)  # a piece passes the bound by one copy at most
+        assert all(len(piece) <= 64 + 40 for piece in written[1:])  # a piece passes the bound by one copy at most
         assert copies < 10 or len(written) > 10

@@ -14,14 +14,16 @@ Contract:
   (``mirror_queue_size`` copies, and at most ``MAX_QUEUED_BYTES`` of bodies and answers) full is
   counted ``dropped``. ``offer`` puts each model call of a copy straight into the open batch of its
   ``proba`` flag (a batch is one call to the shadow, of up to ``MAX_ROWS`` rows; one copy alone
-  may have more), so the sender's work per copy is a type check (bodies and answers are joined in
-  C): spread over the requests, copying costs each a few list appends instead of the sender's
-  bursts of work per copy that callers saw as a longer p99 (bench/rollout.py).
+  may have more), so the sender does no work per copy (bodies and answers are joined in C; only
+  copies that could not go as sent are encoded then): spread over the requests, copying costs
+  each a few list appends instead of the sender's bursts of work per copy that callers saw as a
+  longer p99 (bench/rollout.py).
 - One sender task: once a copy is offered it waits ``LINGER_SECONDS`` for more, then sends every
   batch, in order, each as one ``POST {mirror_url}/mirror`` (``protocols/mirror.py``: the
   callers' seed/V1 bodies and the live answers spliced in byte for byte, so the live server
   encodes no JSON for them; others encoded as seed bodies and answers), with
-  ``mirror_timeout_seconds``, written in pieces between which the event loop serves callers. The
+  ``mirror_timeout_seconds``, written in pieces of one system call each, between which the event
+  loop serves callers. The
   shadow answers with its comparison (rows, agreed, and for ``proba`` calls the sum of the rows'
   mean absolute differences), so the live server neither parses predictions nor compares them.
   Many copies per call keeps copying cheap (one HTTP exchange per call, not per request). One call
@@ -42,7 +44,6 @@ Contract:
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from collections import deque
@@ -57,7 +58,7 @@ import orjson
 from modelport.domain.model_server import ServerConfig
 from modelport.serving import metrics
 from modelport.serving.protocols import dumps
-from modelport.serving.protocols.mirror import PIECE_BYTES, Call, splice
+from modelport.serving.protocols.mirror import Call, splice
 
 log = logging.getLogger("modelport.serving.mirror")
 
@@ -117,15 +118,12 @@ class ShadowConnection:
     async def _once(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                     call: Call) -> tuple[int, bytes]:
         head = self._head + str(call.length).encode() + b"\r\n\r\n"
-        unyielded = 0
-        for piece in itertools.chain((head,), call.pieces()):
+        for number, piece in enumerate(call.pieces(head)):
+            if number:
+                await asyncio.sleep(0)  # callers' requests are served between two pieces
             if writer.is_closing() or reader.at_eof():
                 raise _Stale
-            writer.write(piece)
-            unyielded += len(piece)
-            if unyielded >= PIECE_BYTES:  # callers' requests are served between two pieces
-                await asyncio.sleep(0)
-                unyielded = 0
+            writer.writelines(piece)  # one system call
         answer = _Answer()
         parser = answer.parser = httptools.HttpResponseParser(answer)
         try:
@@ -178,16 +176,18 @@ class _Answer:
 
 class _Batch:
     """The copies of one call to the shadow, filled by ``offer`` as requests are answered (so that
-    the sender does next to no work per copy: bodies and answers are joined in C): a part is a
-    caller's body as sent (bytes) or its rows, an answer the live server's encoded answer to it
-    (bytes) or its result, the latter two encoded as a seed body and answer when sent."""
+    the sender does no work per copy: bodies and answers are joined in C): callers' bodies as sent
+    with the live server's encoded answers to them, and the rows and results of the others, encoded
+    as seed bodies and answers when sent."""
 
-    __slots__ = ("proba", "parts", "answers", "rows", "copies", "size")
+    __slots__ = ("proba", "bodies", "answers", "matrices", "results", "rows", "copies", "size")
 
     def __init__(self, proba: bool) -> None:
         self.proba = proba
-        self.parts: list[bytes | np.ndarray] = []
-        self.answers: list[Any] = []
+        self.bodies: list[bytes] = []
+        self.answers: list[bytes] = []
+        self.matrices: list[np.ndarray] = []
+        self.results: list[Any] = []
         self.rows = 0
         self.copies = 0  # the requests whose first model call is in this batch: counted by its outcome
         self.size = 0  # their bytes held (body or rows, and answer)
@@ -250,11 +250,11 @@ class Mirror:
                     self._sealed.append(batch)
                 batch = self._open[proba] = _Batch(proba)
             if forward is not None:
-                batch.parts.append(forward)
+                batch.bodies.append(forward)
                 batch.answers.append(answer)
             else:
-                batch.parts.append(matrix)
-                batch.answers.append(result)
+                batch.matrices.append(matrix)
+                batch.results.append(result)
             batch.rows += rows
             if number == 0:
                 batch.copies += 1
@@ -287,9 +287,10 @@ class Mirror:
 
     async def _send(self, batch: _Batch) -> None:
         """One call for this batch; the shadow compares its rows (protocols/mirror.py)."""
-        proba = batch.proba
-        bodies = [p if isinstance(p, bytes) else _body(p, proba) for p in batch.parts]
-        answers = [a if isinstance(a, bytes) else dumps({"predictions": a}) for a in batch.answers]
+        bodies, answers = batch.bodies, batch.answers
+        if batch.matrices:  # a call's order of copies does not matter: each body goes with its answer
+            bodies = bodies + [_body(matrix, batch.proba) for matrix in batch.matrices]
+            answers = answers + [dumps({"predictions": result}) for result in batch.results]
         tally = await self._call(splice(bodies, answers, classifier=self.classifier, tolerance=self.tolerance),
                                  batch.rows)
         if tally is None:

@@ -45,17 +45,31 @@ _MIDDLE, _END = b'],"answers":[', b"]}"  # what a call has between its two lists
 
 
 class Call:
-    """The request body of one call: its ``length`` and ``pieces()``, about ``PIECE_BYTES`` each,
-    joined only as they are written, as many times as it is sent (a call may be sent again on a
-    fresh connection when the kept-alive one turns out closed)."""
+    """The request body of one call: its ``length`` and ``pieces(before)``, as many times as it is
+    sent (a call may be sent again on a fresh connection when the kept-alive one turns out closed).
+
+    A piece is a list of buffers of about ``PIECE_BYTES`` in all, for one vectored write (asyncio's
+    ``writelines``): the bodies and answers are joined only as they are written, and the request's
+    head, the call's own few bytes and the lists' ends go with their neighbours, so a call of a
+    few copies is one system call, not six (measured 2026-12-06: a 15 KB call took 36 µs to prepare
+    and six writes of 4 µs each on the live server's event loop)."""
 
     def __init__(self, head: bytes, bodies: list[bytes], answers: list[bytes]) -> None:
         self._head, self._bodies, self._answers = head, bodies, answers
         self.length = (len(head) + len(_MIDDLE) + len(_END) + sum(map(len, bodies)) + sum(map(len, answers))
                        + len(bodies) + len(answers) - 2)  # the commas
 
-    def pieces(self) -> Iterator[bytes]:
-        return itertools.chain((self._head,), _joined(self._bodies), (_MIDDLE,), _joined(self._answers), (_END,))
+    def pieces(self, before: bytes = b"") -> Iterator[list[bytes]]:
+        """``before`` (the request's head) and the body, in pieces of about ``PIECE_BYTES``."""
+        piece, size = [before, self._head], len(before) + len(self._head)
+        for part in itertools.chain(_joined(self._bodies), (_MIDDLE,), _joined(self._answers), (_END,)):
+            piece.append(part)
+            size += len(part)
+            if size >= PIECE_BYTES:
+                yield piece
+                piece, size = [], 0
+        if piece:
+            yield piece
 
 
 def splice(bodies: list[bytes], answers: list[bytes], *, classifier: bool, tolerance: float) -> Call:
