@@ -20,18 +20,28 @@ that does not keep a busy shadow out of the figure (shadow_stand_in.py's docstri
 measurement), which is why the ``stand-in`` arm exists and the issue's goal is judged on it; the
 ``model`` arm says what a shadow costs when it must share two CPUs with the live server and the
 load. A shadow that cannot keep up shows as copies dropped (printed below the table).
+
+``a copy alone``: the CPU one copy costs the live server by itself (``copying_alone``: offered at
+the busiest plain rate of the cell, into the stand-in, no request served). It is what copying costs
+a live server on any machine; the stand-in arm's extra CPU per request beyond it, and its p99, is
+what sharing two CPUs between the server, the load generator and a shadow costs on this one.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+import resource
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import httpx
+import numpy as np
+import uvloop
+from prometheus_client import REGISTRY
 from rich.console import Console
 from rich.table import Table
 from serving import WORK, Model, Result, cpu_ticks, free_port, load, train_models, v1_body
@@ -39,6 +49,7 @@ from serving import WORK, Model, Result, cpu_ticks, free_port, load, train_model
 from modelport.domain.model_server import ServerConfig, server_argv
 from modelport.domain.serving_metrics import parse
 from modelport.local.processes import ServerProcess, start
+from modelport.serving.mirror import Mirror
 
 console = Console(width=150)
 REPO = WORK.parent.parent
@@ -106,6 +117,7 @@ def main() -> int:
     results: dict[tuple[str, int, int, str], list[Result]] = {}
     cpu: dict[tuple[str, int, int, str], list[float]] = {}  # the live server's CPU µs per answered request
     copies: dict[tuple[str, str], list[int]] = {}  # (model, arm) -> [compared, failed, dropped]
+    alone: dict[tuple[str, int], float] = {}  # (model, rows) -> the live server's CPU µs per copy, copying alone
     for model in train_models():
         candidate = launch("candidate", model, other_cpus, idle=True)
         plain = launch("plain", model, live_cpus)
@@ -133,14 +145,78 @@ def main() -> int:
                             console.print(f"{model.name:6} rows={rows:<3} c={conns:<3} {name:8} {result.rps:9.0f} "
                                           f"req/s  p99 {result.p99_ms:7.2f} ms  errors {result.errors}")
                 count(copies, (model.name, "stand-in"), on_double)
-                for proc in (on_double, double):
-                    proc.stop()
+                on_double.stop()
+                busiest = statistics.median(r.rps for r in results[(model.name, rows, max(connections), "plain")])
+                alone[(model.name, rows)] = copying_alone(
+                    double.url, body, (WORK / f"stand-in-{model.name}.json").read_bytes(), model.x[:rows], busiest,
+                    args.duration, live_cpus)
+                double.stop()
             count(copies, (model.name, "model"), shadowed)
         finally:
             for proc in started:
                 proc.stop()
-    report(results, cpu, copies, connections)
+    report(results, cpu, copies, alone, connections)
     return 0
+
+
+def copying_alone(url: str, body: bytes, answer: bytes, matrix: np.ndarray, rate: float, seconds: float,
+                  cpus: set[int]) -> float:
+    """The CPU (user + system, µs) one copy costs a live server by itself: ``Mirror.offer`` of
+    ``body`` and ``answer`` ``rate`` times a second for ``seconds``, into the stand-in at ``url``,
+    in this process on the live servers' CPUs with no request served, less the same loop without
+    a mirror. A live server pays this per copied request on any machine; what the table's
+    stand-in arm adds beyond it is this machine (shadow_stand_in.py's docstring)."""
+    every = os.sched_getaffinity(0)
+    pin(cpus)
+    try:
+        used = {on: _offering(url, body, answer, matrix, rate, seconds, on) for on in (False, True)}
+    finally:
+        pin(every)
+    return (used[True] - used[False]) * 1e6 / (rate * seconds)
+
+
+def _offering(url: str, body: bytes, answer: bytes, matrix: np.ndarray, rate: float, seconds: float,
+              mirror_on: bool) -> float:
+    """CPU seconds of this process while offering (or, without a mirror, only pacing) the copies,
+    until the stand-in has compared every one."""
+
+    async def run() -> float:
+        mirror = None
+        if mirror_on:
+            config = ServerConfig(model_uri="bench", mirror_url=url, mirror_percent=100, mirror_queue_size=1 << 20)
+            mirror = Mirror(config, classifier=True)
+            mirror.start()
+        counted = _copies()
+        total, started, before = int(rate * seconds), time.perf_counter(), _cpu()
+        for n in range(1, total + 1):
+            if mirror is not None:
+                mirror.offer(body, answer, matrix, (False,), (None,))
+            if n % 50 == 0:  # paced as requests would come
+                await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
+        deadline = time.monotonic() + 30
+        while mirror is not None and sum(_copies()) - sum(counted) < total and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        spent = _cpu() - before
+        if mirror is not None:
+            await mirror.stop()
+            compared, failed, dropped = (now - then for now, then in zip(_copies(), counted, strict=True))
+            if compared != total:
+                raise RuntimeError(f"the stand-in compared {compared} of {total} copies ({failed} failed, "
+                                   f"{dropped} dropped)")
+        return spent
+
+    return uvloop.run(run())
+
+
+def _copies() -> tuple[float, ...]:
+    """This process's copies compared, failed and dropped so far."""
+    return tuple(REGISTRY.get_sample_value("modelport_shadow_copies_total", {"outcome": outcome}) or 0.0
+                 for outcome in ("compared", "failed", "dropped"))
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def count(copies: dict[tuple[str, str], list[int]], key: tuple[str, str], server: ServerProcess) -> None:
@@ -152,10 +228,12 @@ def count(copies: dict[tuple[str, str], list[int]], key: tuple[str, str], server
 
 
 def report(results: dict[tuple[str, int, int, str], list[Result]], cpu: dict[tuple[str, int, int, str], list[float]],
-           copies: dict[tuple[str, str], list[int]], connections: list[int]) -> None:
+           copies: dict[tuple[str, str], list[int]], alone: dict[tuple[str, int], float],
+           connections: list[int]) -> None:
     table = Table(title="the live endpoint with a shadow at 100 % vs without (medians; x = shadowed / plain)")
     for column in ("model", "rows", "conns", "plain req/s", "plain p99 ms", "stand-in req/s x", "p99 ms (x)",
-                   "model req/s x", "p99 ms (x)", "CPU µs/req plain", "stand-in", "model", "errors"):
+                   "model req/s x", "p99 ms (x)", "CPU µs/req plain", "stand-in", "model", "a copy alone",
+                   "errors"):
         table.add_column(column, justify="left" if column == "model" else "right")
     worst = {arm: [float("inf"), 0.0] for arm in ARMS[1:]}
     for model in dict.fromkeys(m for m, _ in copies):
@@ -172,7 +250,7 @@ def report(results: dict[tuple[str, int, int, str], list[Result]], cpu: dict[tup
                 per = [statistics.median(cpu[(model, rows, conns, arm)]) for arm in ARMS]
                 errors = sum(r.errors for arm in ARMS for r in runs[arm])
                 table.add_row(model, str(rows), str(conns), f"{rps['plain']:,.0f}", f"{p99['plain']:.2f}", *cells,
-                              *(f"{p:.0f}" for p in per), str(errors))
+                              *(f"{p:.0f}" for p in per), f"{alone[(model, rows)]:.1f}", str(errors))
         table.add_section()
     console.print(table)
     for (model, arm), (compared, failed, dropped) in copies.items():
