@@ -23,9 +23,9 @@ Contract:
   callers' seed/V1 bodies and the live answers spliced in byte for byte, so the live server
   encodes no JSON for them; others encoded as seed bodies and answers), with
   ``mirror_timeout_seconds``, written in pieces of one system call each, between which the event
-  loop serves callers. The
-  shadow answers with its comparison (rows, agreed, and for ``proba`` calls the sum of the rows'
-  mean absolute differences), so the live server neither parses predictions nor compares them.
+  loop serves callers. The shadow answers with its comparison (rows, agreed, and for ``proba``
+  calls the sum of the rows' mean absolute differences), so the live server neither parses
+  predictions nor compares them.
   Many copies per call keeps copying cheap (one HTTP exchange per call, not per request). One call
   in flight at a time: a slow candidate fills the queue and copies are dropped, never buffered
   without bound. The candidate's latency (``modelport_shadow_duration_seconds``) is per call, so
@@ -68,7 +68,11 @@ log = logging.getLogger("modelport.serving.mirror")
 # 0.89-0.92x, 3.5x (fewer calls cost less, bigger ones show in the tail)
 MAX_ROWS = 8192
 MAX_QUEUED_BYTES = 64 * 1024 * 1024  # bodies and answers waiting to be copied; more is dropped
-LINGER_SECONDS = 0.02  # how long copies gather before a call: one call carries many, cheap per copy
+# how long copies gather before a call: one call carries many, cheap per copy. Longer was measured
+# (bench/rollout.py's stand-in, 2026-12-06): iris, one row, one connection, 0.1 s -> 0.98x req/s
+# and p99 1.37x against 0.95x and 1.40x at 0.02 s, 0.5 s -> 0.98x and 1.23x; at 16 connections no
+# change; and the queue (MIRROR_QUEUE_SIZE) must then hold rate x linger copies, or they are dropped
+LINGER_SECONDS = 0.02
 
 
 class ShadowConnection:

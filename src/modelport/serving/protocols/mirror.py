@@ -51,8 +51,8 @@ class Call:
     A piece is a list of buffers of about ``PIECE_BYTES`` in all, for one vectored write (asyncio's
     ``writelines``): the bodies and answers are joined only as they are written, and the request's
     head, the call's own few bytes and the lists' ends go with their neighbours, so a call of a
-    few copies is one system call, not six (measured 2026-12-06: a 15 KB call took 36 µs to prepare
-    and six writes of 4 µs each on the live server's event loop)."""
+    few copies is one system call, not six (2026-12-06: a 15 KB call took six writes of 4 µs each
+    on the live server's event loop; less work, though too little for bench/rollout.py to see)."""
 
     def __init__(self, head: bytes, bodies: list[bytes], answers: list[bytes]) -> None:
         self._head, self._bodies, self._answers = head, bodies, answers
