@@ -149,7 +149,7 @@ def main() -> int:
                 busiest = statistics.median(r.rps for r in results[(model.name, rows, max(connections), "plain")])
                 alone[(model.name, rows)] = copying_alone(
                     double.url, body, (WORK / f"stand-in-{model.name}.json").read_bytes(), model.x[:rows], busiest,
-                    args.duration, live_cpus)
+                    args.duration, args.rounds, live_cpus)
                 double.stop()
             count(copies, (model.name, "model"), shadowed)
         finally:
@@ -160,19 +160,23 @@ def main() -> int:
 
 
 def copying_alone(url: str, body: bytes, answer: bytes, matrix: np.ndarray, rate: float, seconds: float,
-                  cpus: set[int]) -> float:
+                  rounds: int, cpus: set[int]) -> float:
     """The CPU (user + system, µs) one copy costs a live server by itself: ``Mirror.offer`` of
     ``body`` and ``answer`` ``rate`` times a second for ``seconds``, into the stand-in at ``url``,
     in this process on the live servers' CPUs with no request served, less the same loop without
-    a mirror. A live server pays this per copied request on any machine; what the table's
-    stand-in arm adds beyond it is this machine (shadow_stand_in.py's docstring)."""
+    a mirror (alternately, ``rounds`` times each; medians). A live server pays this per copied
+    request on any machine; what the table's stand-in arm adds beyond it is this machine
+    (shadow_stand_in.py's docstring)."""
     every = os.sched_getaffinity(0)
     pin(cpus)
     try:
-        used = {on: _offering(url, body, answer, matrix, rate, seconds, on) for on in (False, True)}
+        used: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(rounds):
+            for on in used:
+                used[on].append(_offering(url, body, answer, matrix, rate, seconds, on))
     finally:
         pin(every)
-    return (used[True] - used[False]) * 1e6 / (rate * seconds)
+    return (statistics.median(used[True]) - statistics.median(used[False])) * 1e6 / (rate * seconds)
 
 
 def _offering(url: str, body: bytes, answer: bytes, matrix: np.ndarray, rate: float, seconds: float,
