@@ -93,14 +93,16 @@ def cpu_seconds(pid: int) -> float:
 ARMS = ("plain", "stand-in", "model")  # no shadow; a shadow on the stand-in; a shadow on the model, co-located
 
 
-def stand_in(model: Model, body: bytes, live: ServerProcess, cpus: set[int]) -> ServerProcess:
-    """bench/shadow_stand_in.py answering with what ``live`` answers to ``body``, at the idle priority."""
-    answer = WORK / f"stand-in-{model.name}.json"
-    answer.write_bytes(httpx.post(f"{live.url}/predict", content=body, timeout=30).raise_for_status().content)
+def stand_in(model: Model, body: bytes, live: ServerProcess, cpus: set[int]) -> tuple[ServerProcess, bytes]:
+    """bench/shadow_stand_in.py answering with what ``live`` answers to ``body``, at the idle
+    priority; and that answer."""
+    answer = httpx.post(f"{live.url}/predict", content=body, timeout=30).raise_for_status().content
+    path = WORK / f"stand-in-{model.name}.json"
+    path.write_bytes(answer)
     port = free_port()
-    argv = placed([sys.executable, str(Path(__file__).with_name("shadow_stand_in.py")), str(port), str(answer)],
+    argv = placed([sys.executable, str(Path(__file__).with_name("shadow_stand_in.py")), str(port), str(path)],
                   cpus, idle=True)
-    return start(f"stand-in-{model.name}", argv, port, log_dir=WORK, cwd=REPO).wait_ready(60)
+    return start(f"stand-in-{model.name}", argv, port, log_dir=WORK, cwd=REPO).wait_ready(60), answer
 
 
 def main() -> int:
@@ -126,7 +128,7 @@ def main() -> int:
         try:
             for rows in (1, 100):
                 body = v1_body(model.x[:rows])
-                double = stand_in(model, body, plain, other_cpus)
+                double, answer = stand_in(model, body, plain, other_cpus)
                 started.append(double)
                 on_double = launch("on-stand-in", model, live_cpus, {"MIRROR_URL": double.url, "MIRROR_PERCENT": "100"})
                 started.append(on_double)
@@ -147,9 +149,8 @@ def main() -> int:
                 count(copies, (model.name, "stand-in"), on_double)
                 on_double.stop()
                 busiest = statistics.median(r.rps for r in results[(model.name, rows, max(connections), "plain")])
-                alone[(model.name, rows)] = copying_alone(
-                    double.url, body, (WORK / f"stand-in-{model.name}.json").read_bytes(), model.x[:rows], busiest,
-                    args.duration, args.rounds, live_cpus)
+                alone[(model.name, rows)] = copying_alone(double.url, body, answer, model.x[:rows], busiest,
+                                                          args.duration, args.rounds, live_cpus)
                 double.stop()
             count(copies, (model.name, "model"), shadowed)
         finally:

@@ -59,7 +59,7 @@ class Call:
         self.length = (len(head) + len(_MIDDLE) + len(_END) + sum(map(len, bodies)) + sum(map(len, answers))
                        + len(bodies) + len(answers) - 2)  # the commas
 
-    def pieces(self, before: bytes = b"") -> Iterator[list[bytes]]:
+    def pieces(self, before: bytes) -> Iterator[list[bytes]]:
         """``before`` (the request's head) and the body, in pieces of about ``PIECE_BYTES``."""
         piece, size = [before, self._head], len(before) + len(self._head)
         for part in itertools.chain(_joined(self._bodies), (_MIDDLE,), _joined(self._answers), (_END,)):
