@@ -194,7 +194,7 @@ class _Batch:
         self.results: list[Any] = []
         self.rows = 0
         self.copies = 0  # the requests whose first model call is in this batch: counted by its outcome
-        self.size = 0  # their bytes held (body or rows, and answer)
+        self.size = 0  # their bytes held (body and answer as sent, or rows)
 
 
 class Mirror:
@@ -239,13 +239,13 @@ class Mirror:
         if self._share < 100:
             return
         self._share -= 100
-        size = (len(raw) if raw is not None else int(matrix.nbytes)) + len(answer)
-        if self._queued_bytes + size > MAX_QUEUED_BYTES or self._queued_copies >= self._max_copies:
-            self._dropped.inc()
-            return
         # the caller's own body and answer when it asked for this one call, else its rows and results
         # (encoded when sent)
         forward = raw if len(probas) == 1 else None
+        size = len(forward) + len(answer) if forward is not None else int(matrix.nbytes)  # what is held
+        if self._queued_bytes + size > MAX_QUEUED_BYTES or self._queued_copies >= self._max_copies:
+            self._dropped.inc()
+            return
         rows = len(matrix)
         for number, (proba, result) in enumerate(zip(probas, results, strict=True)):
             batch = self._open.get(proba)
